@@ -1,0 +1,110 @@
+//! The `kiln` command line: one file per verb.
+//!
+//! Each verb has a clap `Args` struct and an `execute` that turns it into a
+//! library call. Parsing opens no store and loads no component; that happens
+//! in `execute`. Errors print as a `Caused by:` chain and end with a `hint:`.
+
+mod build;
+mod demo;
+mod inspect;
+mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// kiln: a harness foundry for AI agents.
+///
+/// Processors are WebAssembly components that run at the hooks of an agent
+/// loop, inside a sandbox with fuel, memory and deadline limits.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+pub struct Cli {
+    /// The store directory (default: `.kiln` here, or $KILN_STORE).
+    #[arg(long, global = true, env = "KILN_STORE", default_value = ".kiln")]
+    pub store: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a processor crate into a component and store it; prints its id.
+    Build(build::Args),
+    /// Show what a component is: WIT version, hooks, imports, exports, size.
+    Inspect(inspect::Args),
+    /// List, verify or garbage-collect the store.
+    #[command(subcommand)]
+    Store(store::Cmd),
+    /// Run the stock processors over a scripted conversation and show every hook call.
+    Demo(demo::Args),
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => build::execute(&cli.store, a),
+        Command::Inspect(a) => inspect::execute(&cli.store, a),
+        Command::Store(c) => store::execute(&cli.store, c),
+        Command::Demo(a) => demo::execute(&cli.store, a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            1
+        }
+    }
+}
+
+/// An error for the user: a chain of causes and an optional hint.
+#[derive(Debug)]
+pub struct CliError {
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError { error: e.into(), hint: None }
+    }
+}
+
+/// Attach a hint to a result's error.
+pub trait Hint<T> {
+    fn hint(self, hint: impl Into<String>) -> Result<T, CliError>;
+}
+
+impl<T, E: Into<anyhow::Error>> Hint<T> for Result<T, E> {
+    fn hint(self, hint: impl Into<String>) -> Result<T, CliError> {
+        self.map_err(|e| CliError { error: e.into(), hint: Some(hint.into()) })
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+fn report(e: &CliError) {
+    eprintln!("error: {}", e.error);
+    let mut causes = e.error.chain().skip(1).peekable();
+    if causes.peek().is_some() {
+        eprintln!("\nCaused by:");
+        for c in causes {
+            eprintln!("    {c}");
+        }
+    }
+    if let Some(h) = &e.hint {
+        eprintln!("hint: {h}");
+    }
+}
+
+/// Open the store, creating it if needed.
+pub(crate) fn open_store(path: &std::path::Path) -> Result<crate::store::Store, CliError> {
+    crate::store::Store::open(path).hint(format!("kiln keeps its objects in {}; pass --store DIR to use another", path.display()))
+}
+
+/// A runtime whose compiled-code cache lives in the store.
+pub(crate) fn runtime(store: &crate::store::Store) -> Result<crate::sandbox::Runtime, CliError> {
+    let cfg = crate::sandbox::RuntimeConfig { cache_dir: Some(store.root().join("cache").join("compiled")), ..Default::default() };
+    crate::sandbox::Runtime::new(cfg).map_err(|e| CliError { error: anyhow::anyhow!(e), hint: None })
+}

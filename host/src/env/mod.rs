@@ -1,0 +1,80 @@
+//! Environments: where tasks come from and where tool calls land.
+//!
+//! An [`Environment`] holds one task at a time: `reset` starts it from a seed,
+//! `step` executes a tool call, and `score` grades it. The score is read only
+//! by the agent loop after the task is over; nothing in it is ever passed to a
+//! processor. A [`Suite`] names tasks and splits and makes environments.
+//! Environments are synchronous: the built-in ones are in-process and the
+//! bridges bound every read with their own timeout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ToolCall, ToolSpec};
+
+/// Which part of a suite's tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// What the agent sees when a task starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    /// The task instruction plus the first observation, as the first user message.
+    pub prompt: String,
+    /// The tools the environment offers for this task.
+    pub tools: Vec<ToolSpec>,
+    /// The step budget the environment allows.
+    pub max_steps: u32,
+}
+
+/// The result of one tool call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub content: String,
+    /// The call was invalid (unknown tool, bad arguments, inadmissible action).
+    pub is_error: bool,
+}
+
+/// How a finished task went. Never shown to processors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// In [0, 1].
+    pub reward: f64,
+    pub success: bool,
+}
+
+/// Why an environment could not go on. The task is marked errored, not failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("unknown task `{task}` in environment `{env}`")]
+    UnknownTask { env: String, task: String },
+    #[error("environment `{env}`: {reason}")]
+    Broken { env: String, reason: String },
+}
+
+/// One task at a time of one environment.
+pub trait Environment: Send {
+    /// Start `task` from `seed`. Same task and seed, same start, always.
+    fn reset(&mut self, task: &str, seed: u64) -> Result<Start, EnvError>;
+    /// Execute one tool call. Invalid calls are observations with
+    /// `is_error`, not `Err`: `Err` means the environment itself broke.
+    fn step(&mut self, call: &ToolCall) -> Result<Observation, EnvError>;
+    /// Whether the task is over (solved, failed or out of steps).
+    fn done(&self) -> bool;
+    /// The grade so far.
+    fn score(&self) -> Score;
+}
+
+/// A named collection of tasks that makes environments.
+pub trait Suite: Send + Sync {
+    fn name(&self) -> &str;
+    /// Task ids of a split, in a fixed order.
+    fn tasks(&self, split: Split) -> Vec<String>;
+    /// A fresh environment, ready for `reset`.
+    fn make(&self) -> Result<Box<dyn Environment>, EnvError>;
+}
+
+pub mod shop;

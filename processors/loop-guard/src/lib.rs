@@ -1,0 +1,478 @@
+//! `loop-guard`: notices when the agent repeats itself and steps in.
+//!
+//! At before-tool it records each action (tool name + arguments normalized to
+//! canonical JSON, so `{"a":1, "b":2}` and `{"b": 2,"a":1}` are the same
+//! action); at after-tool it records each observation (tool name + result
+//! text with whitespace collapsed). Within the last `window` actions (or
+//! observations), a record seen before is a *repeat*:
+//!
+//! * from `advise_after` repeats on, it advises the model, e.g.
+//!   `You repeated search[{"q":"shoes"}] 3 times; try something different`;
+//! * from `block_after` repeats on, it blocks the tool call with a reason
+//!   (observations are only ever advised on: the call already ran).
+//!
+//! Config (JSON, every key optional):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `window` | 12 | how many recent actions / observations are remembered |
+//! | `advise_after` | 2 | repeats before advice starts (2 = the third identical call) |
+//! | `block_after` | 4 | repeats before calls are blocked; must be >= `advise_after` |
+//!
+//! Cost: each call hashes what it is given once and does O(1) amortized work
+//! on a ring buffer of 64-bit hashes with a count per hash, whatever the
+//! length of the task. The logic is the plain type [`LoopGuard`], which runs
+//! natively as well (the benchmarks compare it with the component).
+//!
+//! State (hot swap): the two windows, as JSON lists of hashes.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use kiln_guest::{
+    advise, config, Conversation, Hook, Info, Processor, ToolCall, ToolResult, Verdict,
+};
+use serde::{Deserialize, Serialize};
+
+/// The processor's config; see the crate docs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How many recent actions (and, separately, observations) are remembered.
+    pub window: u32,
+    /// Repeats of one action before the model is advised.
+    pub advise_after: u32,
+    /// Repeats of one action before the call is blocked.
+    pub block_after: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { window: 12, advise_after: 2, block_after: 4 }
+    }
+}
+
+impl Config {
+    /// Parses and checks a JSON config (empty text means all defaults).
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let config: Config = config::parse(NAME, text)?;
+        if config.window < 2 {
+            return Err(format!(
+                "config for `{NAME}` is invalid: `window` must be at least 2 (got {})",
+                config.window
+            ));
+        }
+        if config.advise_after == 0 {
+            return Err(format!(
+                "config for `{NAME}` is invalid: `advise_after` must be at least 1 (a first call is never a repeat)"
+            ));
+        }
+        if config.block_after < config.advise_after {
+            return Err(format!(
+                "config for `{NAME}` is invalid: `block_after` ({}) must be >= `advise_after` ({})",
+                config.block_after, config.advise_after
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// What the guard decided about one action or observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to say.
+    Allow,
+    /// Advise the model with this text (it contains the word "repeat").
+    Advise(String),
+    /// Block the tool call with this reason.
+    Block(String),
+}
+
+/// The processor's name, as in its [`Info`].
+pub const NAME: &str = "loop-guard";
+
+/// The repeat detector: two windows of recent hashes (actions, observations).
+#[derive(Debug, Clone)]
+pub struct LoopGuard {
+    config: Config,
+    actions: Window,
+    observations: Window,
+}
+
+impl Default for LoopGuard {
+    fn default() -> Self {
+        LoopGuard::new(Config::default())
+    }
+}
+
+impl LoopGuard {
+    /// A guard with empty windows.
+    pub fn new(config: Config) -> Self {
+        let capacity = config.window as usize;
+        LoopGuard { config, actions: Window::new(capacity), observations: Window::new(capacity) }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Records the action `name(arguments)` and decides about it.
+    pub fn observe_call(&mut self, name: &str, arguments: &str) -> Decision {
+        let arguments = normalize_arguments(arguments);
+        let seen = self.actions.push(action_hash(name, &arguments));
+        let repeats = seen - 1;
+        if repeats >= self.config.block_after {
+            Decision::Block(format!(
+                "{} was already called {repeats} times with these arguments in the last {} calls; \
+                 change the arguments or use another tool",
+                describe_action(name, &arguments),
+                self.config.window
+            ))
+        } else if repeats >= self.config.advise_after {
+            Decision::Advise(format!(
+                "You repeated {} {seen} times; try something different",
+                describe_action(name, &arguments)
+            ))
+        } else {
+            Decision::Allow
+        }
+    }
+
+    /// Records what the tool `name` returned and decides about it. Never blocks.
+    pub fn observe_result(&mut self, name: &str, content: &str) -> Decision {
+        let seen = self.observations.push(observation_hash(name, content));
+        if seen - 1 >= self.config.advise_after {
+            Decision::Advise(format!(
+                "{name} returned the same result {seen} times; repeating the call will not change it, \
+                 so try something different"
+            ))
+        } else {
+            Decision::Allow
+        }
+    }
+
+    /// The windows, for a successor (JSON).
+    pub fn save(&self) -> Vec<u8> {
+        let state = SavedState {
+            actions: self.actions.ring.iter().copied().collect(),
+            observations: self.observations.ring.iter().copied().collect(),
+        };
+        serde_json::to_vec(&state).expect("a list of integers always serializes")
+    }
+
+    /// Takes over a predecessor's windows (keeping the newest `window` entries).
+    pub fn load(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        let state: SavedState = serde_json::from_slice(state).map_err(|error| {
+            format!("`{NAME}` cannot load this state (expected {{\"actions\": [...], \"observations\": [...]}}): {error}")
+        })?;
+        let capacity = self.config.window as usize;
+        self.actions = Window::from_hashes(capacity, &state.actions);
+        self.observations = Window::from_hashes(capacity, &state.observations);
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedState {
+    actions: Vec<u64>,
+    observations: Vec<u64>,
+}
+
+/// A hasher for keys that already are hashes: the map needs no second hash,
+/// and no random seed, so lookups are deterministic and cheap.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// The last `capacity` hashes, oldest first, with a count per distinct hash.
+#[derive(Debug, Clone)]
+struct Window {
+    capacity: usize,
+    ring: VecDeque<u64>,
+    counts: HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>,
+}
+
+impl Window {
+    fn new(capacity: usize) -> Self {
+        Window {
+            capacity,
+            ring: VecDeque::with_capacity(capacity),
+            counts: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
+    fn from_hashes(capacity: usize, hashes: &[u64]) -> Self {
+        let mut window = Window::new(capacity);
+        let start = hashes.len().saturating_sub(capacity);
+        for &hash in &hashes[start..] {
+            window.push(hash);
+        }
+        window
+    }
+
+    /// Adds `hash`, evicting the oldest when full; returns how many times
+    /// `hash` is now in the window (at least 1).
+    fn push(&mut self, hash: u64) -> u32 {
+        if self.ring.len() == self.capacity {
+            if let Some(oldest) = self.ring.pop_front() {
+                if let Some(count) = self.counts.get_mut(&oldest) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.counts.remove(&oldest);
+                    }
+                }
+            }
+        }
+        self.ring.push_back(hash);
+        let count = self.counts.entry(hash).or_insert(0);
+        *count += 1;
+        *count
+    }
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms, so saved state stays
+/// meaningful for a successor compiled elsewhere.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in *part {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Separate the parts so ("ab", "c") and ("a", "bc") differ.
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn action_hash(name: &str, normalized_arguments: &str) -> u64 {
+    fnv1a(&[b"action", name.as_bytes(), normalized_arguments.as_bytes()])
+}
+
+fn observation_hash(name: &str, content: &str) -> u64 {
+    fnv1a(&[b"observation", name.as_bytes(), collapse_whitespace(content).as_bytes()])
+}
+
+/// Canonical JSON (sorted keys, no spaces) when the arguments parse, else the
+/// text with whitespace runs collapsed.
+pub fn normalize_arguments(arguments: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(value) => value.to_string(),
+        Err(_) => collapse_whitespace(arguments),
+    }
+}
+
+fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `name[arguments]`, with long arguments shortened for the model's eyes.
+fn describe_action(name: &str, arguments: &str) -> String {
+    const SHOWN: usize = 80;
+    match arguments.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{name}[{}...]", &arguments[..cut]),
+        None => format!("{name}[{arguments}]"),
+    }
+}
+
+/// The component: [`LoopGuard`] at before-tool and after-tool.
+#[derive(Default)]
+pub struct LoopGuardProcessor {
+    guard: LoopGuard,
+}
+
+impl Processor for LoopGuardProcessor {
+    fn describe() -> Info {
+        Info::new(NAME, env!("CARGO_PKG_VERSION"))
+            .hooks([Hook::BeforeTool, Hook::AfterTool])
+            .group("loop-guard")
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), String> {
+        self.guard = LoopGuard::new(Config::from_json(config)?);
+        Ok(())
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        self.guard.save()
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.guard.load(state)
+    }
+
+    fn on_before_tool(&mut self, _conv: &Conversation<'_>, call: &ToolCall<'_>) -> Verdict {
+        let call = call.get();
+        match self.guard.observe_call(&call.name, &call.arguments) {
+            Decision::Allow => Verdict::Pass,
+            Decision::Advise(text) => {
+                advise(&text);
+                Verdict::Pass
+            }
+            Decision::Block(reason) => Verdict::Block(reason),
+        }
+    }
+
+    fn on_after_tool(
+        &mut self,
+        _conv: &Conversation<'_>,
+        call: &ToolCall<'_>,
+        result: &ToolResult<'_>,
+    ) -> Verdict {
+        if let Decision::Advise(text) = self.guard.observe_result(&call.get().name, &result.content()) {
+            advise(&text);
+        }
+        Verdict::Pass
+    }
+}
+
+kiln_guest::export!(LoopGuardProcessor);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_guest::testing::TestHost;
+    use kiln_guest::Call;
+
+    fn guard(window: u32, advise_after: u32, block_after: u32) -> LoopGuard {
+        LoopGuard::new(Config { window, advise_after, block_after })
+    }
+
+    #[test]
+    fn advises_then_blocks_an_identical_call() {
+        let mut guard = LoopGuard::default();
+        assert_eq!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Allow);
+        assert_eq!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Allow);
+        let Decision::Advise(text) = guard.observe_call("search", r#"{"q": "shoes"}"#) else {
+            panic!("the third identical call should be advised on");
+        };
+        assert_eq!(text, r#"You repeated search[{"q":"shoes"}] 3 times; try something different"#);
+        assert!(matches!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Advise(_)));
+        let Decision::Block(reason) = guard.observe_call("search", r#"{"q": "shoes"}"#) else {
+            panic!("the fifth identical call should be blocked");
+        };
+        assert!(reason.contains("already called 4 times"), "{reason}");
+    }
+
+    #[test]
+    fn key_order_and_spacing_do_not_make_a_new_action() {
+        let mut guard = guard(8, 1, 5);
+        guard.observe_call("buy", r#"{"item": 3, "size": "M"}"#);
+        assert!(matches!(guard.observe_call("buy", r#"{ "size":"M","item":3 }"#), Decision::Advise(_)));
+    }
+
+    #[test]
+    fn different_tools_or_arguments_are_different_actions() {
+        let mut guard = guard(8, 1, 2);
+        assert_eq!(guard.observe_call("search", r#"{"q":"a"}"#), Decision::Allow);
+        assert_eq!(guard.observe_call("search", r#"{"q":"b"}"#), Decision::Allow);
+        assert_eq!(guard.observe_call("lookup", r#"{"q":"a"}"#), Decision::Allow);
+        // Malformed arguments still compare, by collapsed whitespace.
+        assert_eq!(guard.observe_call("search", "{q: a"), Decision::Allow);
+        assert!(matches!(guard.observe_call("search", "{q:   a"), Decision::Advise(_)));
+    }
+
+    #[test]
+    fn repeats_older_than_the_window_are_forgotten() {
+        let mut guard = guard(3, 1, 2);
+        guard.observe_call("a", "{}");
+        guard.observe_call("b", "{}");
+        guard.observe_call("c", "{}");
+        // The window holds a, b, c; a fourth entry first evicts the oldest
+        // ("a"), so this "a" counts as new.
+        assert_eq!(guard.observe_call("a", "{}"), Decision::Allow);
+        assert!(matches!(guard.observe_call("a", "{}"), Decision::Advise(_)));
+        assert!(matches!(guard.observe_call("a", "{}"), Decision::Block(_)));
+    }
+
+    #[test]
+    fn the_window_never_holds_more_than_its_capacity() {
+        let mut guard = guard(4, 1, 2);
+        for round in 0..1000u32 {
+            guard.observe_call("t", &format!("{{\"n\": {}}}", round % 7));
+        }
+        assert_eq!(guard.actions.ring.len(), 4);
+        assert_eq!(guard.actions.counts.values().sum::<u32>(), 4);
+    }
+
+    #[test]
+    fn repeated_observations_are_advised_not_blocked() {
+        let mut guard = guard(6, 1, 1);
+        assert_eq!(guard.observe_result("search", "no results"), Decision::Allow);
+        let Decision::Advise(text) = guard.observe_result("search", "no  results\n") else {
+            panic!("the same result twice should be advised on");
+        };
+        assert!(text.contains("repeat"), "{text}");
+        assert!(matches!(guard.observe_result("search", "no results"), Decision::Advise(_)));
+    }
+
+    #[test]
+    fn config_defaults_and_errors() {
+        assert_eq!(Config::from_json("").unwrap(), Config::default());
+        assert_eq!(Config::from_json(r#"{"window": 5}"#).unwrap().window, 5);
+        let error = Config::from_json(r#"{"windw": 5}"#).unwrap_err();
+        assert!(error.contains("unknown field `windw`"), "{error}");
+        let error = Config::from_json(r#"{"advise_after": 3, "block_after": 2}"#).unwrap_err();
+        assert!(error.contains("`block_after` (2) must be >= `advise_after` (3)"), "{error}");
+        assert!(Config::from_json(r#"{"window": 1}"#).is_err());
+        assert!(Config::from_json(r#"{"advise_after": 0}"#).is_err());
+    }
+
+    #[test]
+    fn state_hands_the_windows_to_a_successor() {
+        let mut first = guard(8, 1, 3);
+        first.observe_call("search", "{}");
+        first.observe_result("search", "x");
+        let state = first.save();
+        let mut second = guard(8, 1, 3);
+        second.load(&state).unwrap();
+        assert!(matches!(second.observe_call("search", "{}"), Decision::Advise(_)));
+        assert!(matches!(second.observe_result("search", "x"), Decision::Advise(_)));
+        let error = second.load(b"garbage").unwrap_err();
+        assert!(error.contains("cannot load this state"), "{error}");
+        assert_eq!(second.load(b""), Ok(()));
+    }
+
+    #[test]
+    fn the_component_blocks_at_before_tool_and_advises_at_after_tool() {
+        let mut host = TestHost::new();
+        let mut processor = LoopGuardProcessor::default();
+        host.configure(&mut processor, r#"{"advise_after": 1, "block_after": 2}"#).unwrap();
+        let call = Call::new("c1", "search", r#"{"q":"red shoes"}"#);
+        assert_eq!(host.before_tool(&mut processor, call.clone()).verdict, Verdict::Pass);
+        assert_eq!(host.advice(), None);
+        assert_eq!(host.after_tool(&mut processor, call.clone(), "nothing", false).verdict, Verdict::Pass);
+        assert_eq!(host.before_tool(&mut processor, call.clone()).verdict, Verdict::Pass);
+        assert!(host.advice().unwrap().contains("repeated"));
+        host.after_tool(&mut processor, call.clone(), "nothing", false);
+        assert!(host.advice().unwrap().contains("repeat"));
+        let outcome = host.before_tool(&mut processor, call);
+        assert!(matches!(outcome.verdict, Verdict::Block(ref reason) if reason.contains("search[")));
+    }
+
+    #[test]
+    fn the_component_refuses_bad_config() {
+        let host = TestHost::new();
+        let mut processor = LoopGuardProcessor::default();
+        assert!(host.configure(&mut processor, r#"{"block": 1}"#).unwrap_err().contains("`block`"));
+    }
+}
