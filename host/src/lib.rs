@@ -8,6 +8,7 @@
 //! - [`store`]: the content-addressed object store in `.kiln/`.
 //! - [`sandbox`]: the Wasm runtime that runs processors under limits.
 
+pub mod agent;
 pub mod build;
 pub mod chat;
 pub mod cli;
@@ -15,3 +16,4 @@ pub mod env;
 pub mod models;
 pub mod sandbox;
 pub mod store;
+pub mod trace;

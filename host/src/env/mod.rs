@@ -77,4 +77,14 @@ pub trait Suite: Send + Sync {
     fn make(&self) -> Result<Box<dyn Environment>, EnvError>;
 }
 
+pub mod house;
 pub mod shop;
+
+/// The built-in suite called `name` (`shop` or `house`), freshly built.
+pub fn builtin(name: &str) -> Option<Box<dyn Suite>> {
+    match name {
+        shop::NAME => Some(Box::new(shop::ShopSuite::new())),
+        house::NAME => Some(Box::new(house::HouseSuite::new())),
+        _ => None,
+    }
+}

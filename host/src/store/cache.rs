@@ -15,17 +15,27 @@ use super::{CacheError, Store};
 pub const MAX_CACHE_NAME_LEN: usize = 200;
 
 fn check_cache_name(what: &'static str, name: &str) -> Result<(), CacheError> {
-    let invalid = |reason: String| CacheError::InvalidName { what, name: name.to_string(), reason };
+    let invalid = |reason: String| CacheError::InvalidName {
+        what,
+        name: name.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(invalid("it is empty".into()));
     }
     if name.len() > MAX_CACHE_NAME_LEN {
-        return Err(invalid(format!("it is {} bytes long; the limit is {MAX_CACHE_NAME_LEN}", name.len())));
+        return Err(invalid(format!(
+            "it is {} bytes long; the limit is {MAX_CACHE_NAME_LEN}",
+            name.len()
+        )));
     }
     if name.starts_with('.') {
         return Err(invalid("it starts with `.`".into()));
     }
-    if let Some(c) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(invalid(format!(
             "it contains `{}`; use letters, digits, `.`, `_` and `-`",
             c.escape_debug()
@@ -47,14 +57,24 @@ impl Store {
 
     /// Store `bytes` as entry `key` in `namespace`, atomically replacing any
     /// previous entry. Returns the entry's path.
-    pub fn cache_put(&self, namespace: &str, key: &str, bytes: &[u8]) -> Result<PathBuf, CacheError> {
+    pub fn cache_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, CacheError> {
         let path = self.cache_path(namespace, key)?;
         let dir = path.parent().expect("cache paths have a namespace folder");
         let write_err = |path: PathBuf| move |source| CacheError::Write { path, source };
         fs::create_dir_all(dir).map_err(write_err(dir.to_path_buf()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err(self.tmp.clone()))?;
-        tmp.write_all(bytes).map_err(write_err(tmp.path().to_path_buf()))?;
-        tmp.persist(&path).map_err(|e| CacheError::Write { path: path.clone(), source: e.error })?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.tmp).map_err(write_err(self.tmp.clone()))?;
+        tmp.write_all(bytes)
+            .map_err(write_err(tmp.path().to_path_buf()))?;
+        tmp.persist(&path).map_err(|e| CacheError::Write {
+            path: path.clone(),
+            source: e.error,
+        })?;
         Ok(path)
     }
 

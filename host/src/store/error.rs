@@ -153,7 +153,9 @@ impl ResolveError {
             ResolveError::TooShort { .. } | ResolveError::Ambiguous { .. } => {
                 Some("give more hex digits of the id")
             }
-            ResolveError::Unknown { .. } => Some("list the objects or refs to find the id you meant"),
+            ResolveError::Unknown { .. } => {
+                Some("list the objects or refs to find the id you meant")
+            }
             _ => None,
         }
     }
@@ -161,7 +163,12 @@ impl ResolveError {
 
 fn list_ids(ids: &[ObjectId]) -> String {
     const SHOWN: usize = 10;
-    let mut text = ids.iter().take(SHOWN).map(ObjectId::to_string).collect::<Vec<_>>().join(", ");
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .map(ObjectId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     if ids.len() > SHOWN {
         text.push_str(&format!(" and {} more", ids.len() - SHOWN));
     }

@@ -41,7 +41,13 @@ pub struct Corruption {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "object {} at {} is corrupt: its bytes hash to {}", self.id, self.path.display(), self.actual)
+        write!(
+            f,
+            "object {} at {} is corrupt: its bytes hash to {}",
+            self.id,
+            self.path.display(),
+            self.actual
+        )
     }
 }
 
@@ -55,7 +61,13 @@ pub struct Unreadable {
 
 impl fmt::Display for Unreadable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot read object {} at {}: {}", self.id, self.path.display(), self.error)
+        write!(
+            f,
+            "cannot read object {} at {}: {}",
+            self.id,
+            self.path.display(),
+            self.error
+        )
     }
 }
 
@@ -96,7 +108,9 @@ pub struct GcOptions {
 impl Default for GcOptions {
     /// A grace period of one hour.
     fn default() -> Self {
-        GcOptions { grace: Duration::from_secs(60 * 60) }
+        GcOptions {
+            grace: Duration::from_secs(60 * 60),
+        }
     }
 }
 
@@ -150,7 +164,10 @@ impl Store {
         interrupt: &AtomicBool,
     ) -> Result<VerifyReport, VerifyError> {
         let ids = self.list().collect::<Result<Vec<_>, ListError>>()?;
-        let mut report = VerifyReport { total: ids.len(), ..VerifyReport::default() };
+        let mut report = VerifyReport {
+            total: ids.len(),
+            ..VerifyReport::default()
+        };
         for id in ids {
             if interrupt.load(Ordering::Relaxed) {
                 report.interrupted = true;
@@ -169,7 +186,11 @@ impl Store {
                 Err(error) => report.unreadable.push(Unreadable { id, path, error }),
             }
             report.checked += 1;
-            progress(&VerifyProgress { checked: report.checked, total: report.total, bytes: report.bytes });
+            progress(&VerifyProgress {
+                checked: report.checked,
+                total: report.total,
+                bytes: report.bytes,
+            });
         }
         Ok(report)
     }
@@ -206,7 +227,11 @@ impl Store {
         }
         while let Some(id) = queue.pop_front() {
             let path = self.object_path(&id);
-            let bytes = fs::read(&path).map_err(|source| GcError::Read { id, path: path.clone(), source })?;
+            let bytes = fs::read(&path).map_err(|source| GcError::Read {
+                id,
+                path: path.clone(),
+                source,
+            })?;
             let actual = ObjectId::of(&bytes);
             if actual != id {
                 return Err(GcError::Corrupt { id, actual, path });
@@ -230,7 +255,10 @@ impl Store {
             };
             if is_recent(meta.modified().ok(), now, options.grace) {
                 report.recent.add(meta.len());
-            } else if remove_file(&path).map_err(|source| GcError::Remove { path: path.clone(), source })? {
+            } else if remove_file(&path).map_err(|source| GcError::Remove {
+                path: path.clone(),
+                source,
+            })? {
                 report.removed.add(meta.len());
             }
         }
@@ -238,8 +266,18 @@ impl Store {
         Ok(report)
     }
 
-    fn clear_stale_temp_files(&self, now: SystemTime, grace: Duration, report: &mut GcReport) -> Result<(), GcError> {
-        let list_err = |source| GcError::List(ListError { path: self.tmp.clone(), source });
+    fn clear_stale_temp_files(
+        &self,
+        now: SystemTime,
+        grace: Duration,
+        report: &mut GcReport,
+    ) -> Result<(), GcError> {
+        let list_err = |source| {
+            GcError::List(ListError {
+                path: self.tmp.clone(),
+                source,
+            })
+        };
         for entry in fs::read_dir(&self.tmp).map_err(list_err)? {
             let entry = entry.map_err(list_err)?;
             let Ok(meta) = entry.metadata() else { continue };
@@ -247,7 +285,10 @@ impl Store {
                 continue;
             }
             let path = entry.path();
-            if remove_file(&path).map_err(|source| GcError::Remove { path: path.clone(), source })? {
+            if remove_file(&path).map_err(|source| GcError::Remove {
+                path: path.clone(),
+                source,
+            })? {
                 report.tmp_removed.add(meta.len());
             }
         }

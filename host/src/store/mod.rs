@@ -54,11 +54,13 @@ use std::time::SystemTime;
 use tempfile::NamedTempFile;
 
 pub use error::{
-    CacheError, GcError, GetError, ListError, OpenError, PutError, RefError, ResolveError, StoreError,
-    VerifyError,
+    CacheError, GcError, GetError, ListError, OpenError, PutError, RefError, ResolveError,
+    StoreError, VerifyError,
 };
 pub use id::{IdParseError, ObjectId};
-pub use maintenance::{Corruption, GcOptions, GcReport, Tally, Unreadable, VerifyProgress, VerifyReport};
+pub use maintenance::{
+    Corruption, GcOptions, GcReport, Tally, Unreadable, VerifyProgress, VerifyReport,
+};
 
 /// The fewest hex digits [`Store::resolve`] accepts.
 pub const MIN_PREFIX_LEN: usize = 4;
@@ -89,7 +91,10 @@ impl Store {
             root,
         };
         for dir in [&store.objects, &store.refs, &store.tmp, &store.cache] {
-            fs::create_dir_all(dir).map_err(|source| OpenError { path: dir.clone(), source })?;
+            fs::create_dir_all(dir).map_err(|source| OpenError {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(store)
     }
@@ -114,8 +119,10 @@ impl Store {
             return Ok(id);
         }
         let mut tmp = self.temp_file().map_err(|e| self.temp_error(e))?;
-        tmp.write_all(bytes)
-            .map_err(|source| PutError::Write { path: tmp.path().to_path_buf(), source })?;
+        tmp.write_all(bytes).map_err(|source| PutError::Write {
+            path: tmp.path().to_path_buf(),
+            source,
+        })?;
         self.persist_object(tmp, id, bytes.len() as u64)?;
         Ok(id)
     }
@@ -135,8 +142,10 @@ impl Store {
                 Err(source) => return Err(PutError::Read { source }),
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|source| PutError::Write { path: tmp.path().to_path_buf(), source })?;
+            tmp.write_all(&buf[..n]).map_err(|source| PutError::Write {
+                path: tmp.path().to_path_buf(),
+                source,
+            })?;
             len += n as u64;
         }
         let id = ObjectId::from_hash(hasher.finalize());
@@ -152,12 +161,24 @@ impl Store {
         let path = self.object_path(id);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(GetError::NotFound { id: *id, path }),
-            Err(source) => return Err(GetError::Read { id: *id, path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(GetError::NotFound { id: *id, path })
+            }
+            Err(source) => {
+                return Err(GetError::Read {
+                    id: *id,
+                    path,
+                    source,
+                })
+            }
         };
         let actual = ObjectId::of(&bytes);
         if actual != *id {
-            return Err(GetError::Corrupt { id: *id, actual, path });
+            return Err(GetError::Corrupt {
+                id: *id,
+                actual,
+                path,
+            });
         }
         Ok(bytes)
     }
@@ -173,15 +194,24 @@ impl Store {
         match fs::metadata(&path) {
             Ok(meta) if meta.is_file() => Ok(meta.len()),
             Ok(_) => Err(GetError::NotFound { id: *id, path }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(GetError::NotFound { id: *id, path }),
-            Err(source) => Err(GetError::Read { id: *id, path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(GetError::NotFound { id: *id, path })
+            }
+            Err(source) => Err(GetError::Read {
+                id: *id,
+                path,
+                source,
+            }),
         }
     }
 
     /// The one stored object whose id starts with `prefix` (at least
     /// [`MIN_PREFIX_LEN`] hex digits, either case).
     pub fn resolve(&self, prefix: &str) -> Result<ObjectId, ResolveError> {
-        let invalid = |reason: String| ResolveError::Invalid { prefix: prefix.to_string(), reason };
+        let invalid = |reason: String| ResolveError::Invalid {
+            prefix: prefix.to_string(),
+            reason,
+        };
         if let Some((index, c)) = prefix.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
             return Err(invalid(format!("`{c}` at byte {index} is not a hex digit")));
         }
@@ -193,7 +223,10 @@ impl Store {
             )));
         }
         if prefix.len() < MIN_PREFIX_LEN {
-            return Err(ResolveError::TooShort { prefix: prefix.to_string(), min: MIN_PREFIX_LEN });
+            return Err(ResolveError::TooShort {
+                prefix: prefix.to_string(),
+                min: MIN_PREFIX_LEN,
+            });
         }
         let lower = prefix.to_ascii_lowercase();
         let (fan, rest) = lower.split_at(2);
@@ -201,13 +234,18 @@ impl Store {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ResolveError::Unknown { prefix: prefix.to_string() })
+                return Err(ResolveError::Unknown {
+                    prefix: prefix.to_string(),
+                })
             }
             Err(source) => return Err(ResolveError::List { path: dir, source }),
         };
         let mut candidates = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| ResolveError::List { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| ResolveError::List {
+                path: dir.clone(),
+                source,
+            })?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(rest) {
@@ -218,9 +256,14 @@ impl Store {
         }
         candidates.sort();
         match candidates.len() {
-            0 => Err(ResolveError::Unknown { prefix: prefix.to_string() }),
+            0 => Err(ResolveError::Unknown {
+                prefix: prefix.to_string(),
+            }),
             1 => Ok(candidates[0]),
-            _ => Err(ResolveError::Ambiguous { prefix: prefix.to_string(), candidates }),
+            _ => Err(ResolveError::Ambiguous {
+                prefix: prefix.to_string(),
+                candidates,
+            }),
         }
     }
 
@@ -228,7 +271,11 @@ impl Store {
     /// names are not ids are skipped. Objects added or removed while the
     /// iterator runs may or may not appear.
     pub fn list(&self) -> Objects {
-        Objects { objects: self.objects.clone(), fans: None, current: VecDeque::new() }
+        Objects {
+            objects: self.objects.clone(),
+            fans: None,
+            current: VecDeque::new(),
+        }
     }
 
     /// A new temp file in `tmp/`, on the store's filesystem.
@@ -237,7 +284,10 @@ impl Store {
     }
 
     fn temp_error(&self, source: io::Error) -> PutError {
-        PutError::TempFile { dir: self.tmp.clone(), source }
+        PutError::TempFile {
+            dir: self.tmp.clone(),
+            source,
+        }
     }
 
     /// True if `id` is already stored with the expected size. Refreshes its
@@ -256,26 +306,40 @@ impl Store {
     /// Make `tmp` read-only and move it to the final name of `id`.
     fn persist_object(&self, tmp: NamedTempFile, id: ObjectId, len: u64) -> Result<(), PutError> {
         let tmp_path = tmp.path().to_path_buf();
-        make_read_only(tmp.as_file())
-            .map_err(|source| PutError::Write { path: tmp_path.clone(), source })?;
+        make_read_only(tmp.as_file()).map_err(|source| PutError::Write {
+            path: tmp_path.clone(),
+            source,
+        })?;
         let path = self.object_path(&id);
         let dir = path.parent().expect("object paths have a fan-out parent");
-        fs::create_dir_all(dir).map_err(|source| PutError::CreateDir { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| PutError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         match tmp.persist_noclobber(&path) {
             Ok(_) => Ok(()),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
                 // Same name, same content, unless the file there is damaged
                 // (short after a crash): then replace it atomically.
                 match fs::metadata(&path) {
-                    Ok(meta) if meta.len() != len => e
-                        .file
-                        .persist(&path)
-                        .map(|_| ())
-                        .map_err(|e| PutError::Persist { id, path, source: e.error }),
+                    Ok(meta) if meta.len() != len => {
+                        e.file
+                            .persist(&path)
+                            .map(|_| ())
+                            .map_err(|e| PutError::Persist {
+                                id,
+                                path,
+                                source: e.error,
+                            })
+                    }
                     _ => Ok(()),
                 }
             }
-            Err(e) => Err(PutError::Persist { id, path, source: e.error }),
+            Err(e) => Err(PutError::Persist {
+                id,
+                path,
+                source: e.error,
+            }),
         }
     }
 }
@@ -291,12 +355,19 @@ pub struct Objects {
 
 impl Objects {
     fn read_fans(&self) -> Result<VecDeque<String>, ListError> {
-        let err = |source| ListError { path: self.objects.clone(), source };
+        let err = |source| ListError {
+            path: self.objects.clone(),
+            source,
+        };
         let mut fans = Vec::new();
         for entry in fs::read_dir(&self.objects).map_err(err)? {
             let name = entry.map_err(err)?.file_name();
             if let Some(name) = name.to_str() {
-                if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+                if name.len() == 2
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                {
                     fans.push(name.to_string());
                 }
             }
@@ -314,8 +385,15 @@ impl Objects {
             Err(source) => return Err(ListError { path: dir, source }),
         };
         for entry in entries {
-            let entry = entry.map_err(|source| ListError { path: dir.clone(), source })?;
-            if let Some(id) = entry.file_name().to_str().and_then(|name| id_from_parts(fan, name)) {
+            let entry = entry.map_err(|source| ListError {
+                path: dir.clone(),
+                source,
+            })?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| id_from_parts(fan, name))
+            {
                 ids.push(id);
             }
         }

@@ -18,19 +18,32 @@ impl Store {
     /// `[A-Za-z0-9._-]` in non-empty `/`-separated segments, none of them `.`
     /// or `..`.
     pub fn check_ref_name(name: &str) -> Result<(), RefError> {
-        let invalid = |reason: String| RefError::InvalidName { name: name.to_string(), reason };
+        let invalid = |reason: String| RefError::InvalidName {
+            name: name.to_string(),
+            reason,
+        };
         if name.is_empty() {
             return Err(invalid("it is empty".into()));
         }
         if name.len() > MAX_REF_NAME_LEN {
-            return Err(invalid(format!("it is {} bytes long; the limit is {MAX_REF_NAME_LEN}", name.len())));
+            return Err(invalid(format!(
+                "it is {} bytes long; the limit is {MAX_REF_NAME_LEN}",
+                name.len()
+            )));
         }
-        if let Some(c) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))) {
+        if let Some(c) = name
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+        {
             return Err(invalid(format!("it contains `{}`", c.escape_debug())));
         }
         for segment in name.split('/') {
             match segment {
-                "" => return Err(invalid("it has an empty segment (leading, trailing or doubled `/`)".into())),
+                "" => {
+                    return Err(invalid(
+                        "it has an empty segment (leading, trailing or doubled `/`)".into(),
+                    ))
+                }
                 "." | ".." => return Err(invalid(format!("it has a `{segment}` segment"))),
                 _ => {}
             }
@@ -39,7 +52,8 @@ impl Store {
     }
 
     fn ref_path(&self, name: &str) -> PathBuf {
-        name.split('/').fold(self.refs.clone(), |path, segment| path.join(segment))
+        name.split('/')
+            .fold(self.refs.clone(), |path, segment| path.join(segment))
     }
 
     /// Point ref `name` at object `id`, which must be in the store. The update
@@ -47,22 +61,35 @@ impl Store {
     pub fn set_ref(&self, name: &str, id: &ObjectId) -> Result<(), RefError> {
         Self::check_ref_name(name)?;
         if !self.has(id) {
-            return Err(RefError::MissingObject { name: name.to_string(), id: *id });
+            return Err(RefError::MissingObject {
+                name: name.to_string(),
+                id: *id,
+            });
         }
         let path = self.ref_path(name);
         self.check_ref_conflicts(name, &path)?;
-        let write_err = |path: &Path, source| RefError::Write { name: name.to_string(), path: path.to_path_buf(), source };
+        let write_err = |path: &Path, source| RefError::Write {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
 
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| write_err(&self.tmp, e))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| write_err(&self.tmp, e))?;
         writeln!(tmp, "{id}").map_err(|e| write_err(tmp.path(), e))?;
         let parent = path.parent().expect("ref paths are inside refs/");
         // A concurrent `delete_ref` may prune `parent` (or one of its
-        // ancestors) between creating it and renaming into it: start over.
-        let retry = |e: &io::Error, attempt| e.kind() == io::ErrorKind::NotFound && attempt < SET_REF_ATTEMPTS;
+        // ancestors) while it is being created (`create_dir_all` then sees
+        // it exist and vanish: AlreadyExists) or before the rename into it
+        // (NotFound): start over.
         let mut attempt = 1;
         loop {
             if let Err(e) = fs::create_dir_all(parent) {
-                if retry(&e, attempt) {
+                let raced = matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                );
+                if raced && attempt < SET_REF_ATTEMPTS {
                     attempt += 1;
                     continue;
                 }
@@ -70,7 +97,9 @@ impl Store {
             }
             match tmp.persist(&path) {
                 Ok(_) => break,
-                Err(e) if retry(&e.error, attempt) => {
+                Err(e)
+                    if e.error.kind() == io::ErrorKind::NotFound && attempt < SET_REF_ATTEMPTS =>
+                {
                     tmp = e.file;
                     attempt += 1;
                 }
@@ -84,9 +113,16 @@ impl Store {
 
     /// Refuse `name` if it would be both a ref and a folder of refs.
     fn check_ref_conflicts(&self, name: &str, path: &Path) -> Result<(), RefError> {
-        let conflict = |path: PathBuf, reason| RefError::Conflict { name: name.to_string(), path, reason };
+        let conflict = |path: PathBuf, reason| RefError::Conflict {
+            name: name.to_string(),
+            path,
+            reason,
+        };
         if path.is_dir() {
-            return Err(conflict(path.to_path_buf(), "that name is a folder of other refs"));
+            return Err(conflict(
+                path.to_path_buf(),
+                "that name is a folder of other refs",
+            ));
         }
         let mut ancestor = path.parent();
         while let Some(dir) = ancestor {
@@ -94,7 +130,10 @@ impl Store {
                 break;
             }
             if dir.is_file() {
-                return Err(conflict(dir.to_path_buf(), "a ref by that name exists, so it cannot be a folder"));
+                return Err(conflict(
+                    dir.to_path_buf(),
+                    "a ref by that name exists, so it cannot be a folder",
+                ));
             }
             ancestor = dir.parent();
         }
@@ -112,13 +151,23 @@ impl Store {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => return Ok(None),
-            Err(source) => return Err(RefError::Read { name: name.to_string(), path, source }),
+            Err(source) => {
+                return Err(RefError::Read {
+                    name: name.to_string(),
+                    path,
+                    source,
+                })
+            }
         };
         match text.trim().parse() {
             Ok(id) => Ok(Some(id)),
             Err(_) => {
                 let content: String = text.trim().chars().take(80).collect();
-                Err(RefError::Corrupt { name: name.to_string(), path, content })
+                Err(RefError::Corrupt {
+                    name: name.to_string(),
+                    path,
+                    content,
+                })
             }
         }
     }
@@ -134,11 +183,23 @@ impl Store {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(RefError::Read { name: rel, path: dir, source }),
+                Err(source) => {
+                    return Err(RefError::Read {
+                        name: rel,
+                        path: dir,
+                        source,
+                    })
+                }
             };
             for entry in entries {
-                let entry = entry.map_err(|source| RefError::Read { name: rel.clone(), path: dir.clone(), source })?;
-                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
+                let entry = entry.map_err(|source| RefError::Read {
+                    name: rel.clone(),
+                    path: dir.clone(),
+                    source,
+                })?;
+                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
                 let name = format!("{rel}{file_name}");
                 let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 if is_dir {
@@ -165,7 +226,13 @@ impl Store {
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => return Ok(false),
-            Err(source) => return Err(RefError::Write { name: name.to_string(), path, source }),
+            Err(source) => {
+                return Err(RefError::Write {
+                    name: name.to_string(),
+                    path,
+                    source,
+                })
+            }
         }
         // Prune folders the ref leaves empty; a non-empty one stops the walk.
         let mut dir = path.parent();

@@ -45,7 +45,9 @@ fn tmp_entries(store: &Store) -> usize {
 }
 
 fn no_grace() -> GcOptions {
-    GcOptions { grace: Duration::ZERO }
+    GcOptions {
+        grace: Duration::ZERO,
+    }
 }
 
 fn never() -> AtomicBool {
@@ -104,7 +106,10 @@ fn put_is_idempotent() {
     let third = store.put_reader(&b"same"[..]).unwrap();
     assert_eq!(first, second);
     assert_eq!(first, third);
-    assert_eq!(store.list().collect::<Result<Vec<_>, _>>().unwrap(), vec![first]);
+    assert_eq!(
+        store.list().collect::<Result<Vec<_>, _>>().unwrap(),
+        vec![first]
+    );
     assert_eq!(tmp_entries(&store), 0, "temp files left behind");
 }
 
@@ -141,7 +146,11 @@ fn corruption_is_detected_on_read_with_both_hashes() {
     damaged[100] ^= 0x01;
     let err = store.get(&id).unwrap_err();
     match &err {
-        GetError::Corrupt { id: named, actual, path } => {
+        GetError::Corrupt {
+            id: named,
+            actual,
+            path,
+        } => {
             assert_eq!(*named, id);
             assert_eq!(*actual, ObjectId::of(&damaged));
             assert_eq!(*path, store.object_path(&id));
@@ -150,7 +159,10 @@ fn corruption_is_detected_on_read_with_both_hashes() {
     }
     let message = err.to_string();
     assert!(message.contains(&id.to_string()), "{message}");
-    assert!(message.contains(&ObjectId::of(&damaged).to_string()), "{message}");
+    assert!(
+        message.contains(&ObjectId::of(&damaged).to_string()),
+        "{message}"
+    );
     assert!(err.hint().is_some());
 }
 
@@ -163,7 +175,10 @@ fn truncation_is_detected_and_put_repairs_it() {
     make_writable(&path);
     fs::write(&path, &bytes[..5000]).unwrap();
     let err = store.get(&id).unwrap_err();
-    assert!(matches!(&err, GetError::Corrupt { actual, .. } if *actual == ObjectId::of(&bytes[..5000])), "{err:?}");
+    assert!(
+        matches!(&err, GetError::Corrupt { actual, .. } if *actual == ObjectId::of(&bytes[..5000])),
+        "{err:?}"
+    );
     // Adding the original bytes again replaces the short file.
     assert_eq!(store.put(&bytes).unwrap(), id);
     assert_eq!(store.get(&id).unwrap(), bytes);
@@ -208,8 +223,15 @@ fn resolve_prefixes() {
     // Unique: the full id, a long prefix, upper case.
     assert_eq!(store.resolve(&a.to_string()).unwrap(), a);
     assert_eq!(store.resolve(&c.short()).unwrap(), c);
-    assert_eq!(store.resolve(&c.to_string()[..4].to_ascii_uppercase()).unwrap(), c);
-    let distinct = (5..=64).find(|&n| a.to_string()[..n] != b.to_string()[..n]).unwrap();
+    assert_eq!(
+        store
+            .resolve(&c.to_string()[..4].to_ascii_uppercase())
+            .unwrap(),
+        c
+    );
+    let distinct = (5..=64)
+        .find(|&n| a.to_string()[..n] != b.to_string()[..n])
+        .unwrap();
     assert_eq!(store.resolve(&a.to_string()[..distinct]).unwrap(), a);
 
     // Ambiguous: lists both, sorted.
@@ -217,8 +239,13 @@ fn resolve_prefixes() {
     match store.resolve(prefix).unwrap_err() {
         err @ ResolveError::Ambiguous { .. } => {
             let message = err.to_string();
-            assert!(message.contains(&a.to_string()) && message.contains(&b.to_string()), "{message}");
-            let ResolveError::Ambiguous { candidates, .. } = err else { unreachable!() };
+            assert!(
+                message.contains(&a.to_string()) && message.contains(&b.to_string()),
+                "{message}"
+            );
+            let ResolveError::Ambiguous { candidates, .. } = err else {
+                unreachable!()
+            };
             let mut expected = vec![a, b];
             expected.sort();
             assert_eq!(candidates, expected);
@@ -229,21 +256,43 @@ fn resolve_prefixes() {
     // Unknown: a prefix no id has.
     let unknown = (0..=0xffffu32)
         .map(|n| format!("{n:04x}"))
-        .find(|p| ![a, b, c].iter().any(|id| id.to_string().starts_with(p.as_str())))
+        .find(|p| {
+            ![a, b, c]
+                .iter()
+                .any(|id| id.to_string().starts_with(p.as_str()))
+        })
         .unwrap();
     let err = store.resolve(&unknown).unwrap_err();
     assert!(matches!(err, ResolveError::Unknown { .. }), "{err:?}");
     assert!(err.to_string().contains(&unknown));
     let absent_full = ObjectId::of(b"absent").to_string();
-    assert!(matches!(store.resolve(&absent_full), Err(ResolveError::Unknown { .. })));
+    assert!(matches!(
+        store.resolve(&absent_full),
+        Err(ResolveError::Unknown { .. })
+    ));
 
     // Too short, not hex, too long.
-    assert!(matches!(store.resolve("abc"), Err(ResolveError::TooShort { min: 4, .. })));
-    assert!(matches!(store.resolve(""), Err(ResolveError::TooShort { .. })));
+    assert!(matches!(
+        store.resolve("abc"),
+        Err(ResolveError::TooShort { min: 4, .. })
+    ));
+    assert!(matches!(
+        store.resolve(""),
+        Err(ResolveError::TooShort { .. })
+    ));
     let err = store.resolve("abcz").unwrap_err();
-    assert!(matches!(err, ResolveError::Invalid { .. }) && err.to_string().contains("`z`"), "{err}");
-    assert!(matches!(store.resolve(&"a".repeat(65)), Err(ResolveError::Invalid { .. })));
-    assert!(matches!(store.resolve("../x"), Err(ResolveError::Invalid { .. })));
+    assert!(
+        matches!(err, ResolveError::Invalid { .. }) && err.to_string().contains("`z`"),
+        "{err}"
+    );
+    assert!(matches!(
+        store.resolve(&"a".repeat(65)),
+        Err(ResolveError::Invalid { .. })
+    ));
+    assert!(matches!(
+        store.resolve("../x"),
+        Err(ResolveError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -260,12 +309,22 @@ fn ids_parse_display_and_serialize() {
     assert_eq!(json, format!("\"{hex}\""));
     assert_eq!(serde_json::from_str::<ObjectId>(&json).unwrap(), id);
     let err = serde_json::from_str::<ObjectId>("\"abc\"").unwrap_err();
-    assert!(err.to_string().contains("expected 64 hex digits, found 3"), "{err}");
+    assert!(
+        err.to_string().contains("expected 64 hex digits, found 3"),
+        "{err}"
+    );
 
     let err = "abc".parse::<ObjectId>().unwrap_err();
-    assert_eq!(err.to_string(), "`abc` is not an object id: expected 64 hex digits, found 3");
+    assert_eq!(
+        err.to_string(),
+        "`abc` is not an object id: expected 64 hex digits, found 3"
+    );
     let err = format!("{}g", &hex[..63]).parse::<ObjectId>().unwrap_err();
-    assert!(err.to_string().contains("`g` at byte 63 is not a hex digit"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`g` at byte 63 is not a hex digit"),
+        "{err}"
+    );
     let long = "é".repeat(200);
     assert!(long.parse::<ObjectId>().unwrap_err().input.ends_with("..."));
 }
@@ -273,7 +332,9 @@ fn ids_parse_display_and_serialize() {
 #[test]
 fn list_is_sorted_and_skips_stray_files() {
     let (_dir, store) = new_store();
-    let mut ids: Vec<_> = (0..40).map(|i| store.put(format!("item {i}").as_bytes()).unwrap()).collect();
+    let mut ids: Vec<_> = (0..40)
+        .map(|i| store.put(format!("item {i}").as_bytes()).unwrap())
+        .collect();
     ids.sort();
     fs::write(store.root().join("objects").join("README"), b"stray").unwrap();
     fs::create_dir_all(store.root().join("objects").join("zz")).unwrap();
@@ -298,9 +359,15 @@ fn refs_set_get_list_delete() {
 
     assert_eq!(
         store.refs("harness/").unwrap(),
-        vec![("harness/best".to_string(), b), ("harness/candidates/c-1".to_string(), b)]
+        vec![
+            ("harness/best".to_string(), b),
+            ("harness/candidates/c-1".to_string(), b)
+        ]
     );
-    assert_eq!(store.refs("harness/cand").unwrap(), vec![("harness/candidates/c-1".to_string(), b)]);
+    assert_eq!(
+        store.refs("harness/cand").unwrap(),
+        vec![("harness/candidates/c-1".to_string(), b)]
+    );
     assert_eq!(store.refs("").unwrap().len(), 3);
     assert!(store.refs("nothing").unwrap().is_empty());
     // A folder of refs is not itself a ref.
@@ -308,7 +375,10 @@ fn refs_set_get_list_delete() {
 
     assert!(store.delete_ref("harness/candidates/c-1").unwrap());
     assert!(!store.delete_ref("harness/candidates/c-1").unwrap());
-    assert!(!store.root().join("refs/harness/candidates").exists(), "empty ref folder left behind");
+    assert!(
+        !store.root().join("refs/harness/candidates").exists(),
+        "empty ref folder left behind"
+    );
     assert!(store.root().join("refs/harness/best").is_file());
     assert_eq!(store.refs("").unwrap().len(), 2);
     assert_eq!(tmp_entries(&store), 0);
@@ -318,15 +388,39 @@ fn refs_set_get_list_delete() {
 fn bad_ref_names_are_refused() {
     let (_dir, store) = new_store();
     let id = store.put(b"x").unwrap();
-    for name in ["", "/a", "a/", "a//b", "..", "a/../b", "./a", "a b", "a\\b", "ü", "a:b", &"x".repeat(201)] {
+    for name in [
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        "..",
+        "a/../b",
+        "./a",
+        "a b",
+        "a\\b",
+        "ü",
+        "a:b",
+        &"x".repeat(201),
+    ] {
         let err = store.set_ref(name, &id).unwrap_err();
-        assert!(matches!(err, RefError::InvalidName { .. }), "{name:?}: {err:?}");
+        assert!(
+            matches!(err, RefError::InvalidName { .. }),
+            "{name:?}: {err:?}"
+        );
         assert!(err.hint().is_some());
-        assert!(matches!(store.get_ref(name), Err(RefError::InvalidName { .. })), "{name:?}");
-        assert!(matches!(store.delete_ref(name), Err(RefError::InvalidName { .. })), "{name:?}");
+        assert!(
+            matches!(store.get_ref(name), Err(RefError::InvalidName { .. })),
+            "{name:?}"
+        );
+        assert!(
+            matches!(store.delete_ref(name), Err(RefError::InvalidName { .. })),
+            "{name:?}"
+        );
     }
     for name in ["a", "a.b/c_d-e", "v1.2/x", "..a/b..", "A/Z/0"] {
-        store.set_ref(name, &id).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        store
+            .set_ref(name, &id)
+            .unwrap_or_else(|e| panic!("{name:?}: {e}"));
     }
     assert!(!store.root().join("b").exists());
 }
@@ -341,8 +435,14 @@ fn refs_must_point_at_stored_objects_and_not_conflict() {
 
     let id = store.put(b"x").unwrap();
     store.set_ref("a/b", &id).unwrap();
-    assert!(matches!(store.set_ref("a", &id), Err(RefError::Conflict { .. })));
-    assert!(matches!(store.set_ref("a/b/c", &id), Err(RefError::Conflict { .. })));
+    assert!(matches!(
+        store.set_ref("a", &id),
+        Err(RefError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.set_ref("a/b/c", &id),
+        Err(RefError::Conflict { .. })
+    ));
     assert_eq!(store.get_ref("a/b").unwrap(), Some(id));
 }
 
@@ -379,21 +479,34 @@ fn gc_keeps_reachable_chains_and_removes_the_rest() {
     let component = bytes_from_seed(21, 2000); // binary leaf
     let component_id = store.put(&component).unwrap();
     let trace = store.put(b"{\"events\": []}").unwrap();
-    let index = store.put(format!("{{\"traces\": [\"{trace}\"]}}").as_bytes()).unwrap();
+    let index = store
+        .put(format!("{{\"traces\": [\"{trace}\"]}}").as_bytes())
+        .unwrap();
     let manifest = store
-        .put(format!("{{\"components\": {{\"guard\": \"{component_id}\"}}, \"runs\": \"{index}\"}}").as_bytes())
+        .put(
+            format!("{{\"components\": {{\"guard\": \"{component_id}\"}}, \"runs\": \"{index}\"}}")
+                .as_bytes(),
+        )
         .unwrap();
     store.set_ref("harness/best", &manifest).unwrap();
 
     let orphan = store.put(b"unreachable bytes").unwrap();
     // An unreachable JSON object naming a reachable one: removed, and the
     // reachable one stays.
-    let orphan_json = store.put(format!("[\"{component_id}\"]").as_bytes()).unwrap();
+    let orphan_json = store
+        .put(format!("[\"{component_id}\"]").as_bytes())
+        .unwrap();
 
     let report = store.gc_with(&no_grace()).unwrap();
     assert_eq!(report.reachable.count, 4);
     assert_eq!(report.removed.count, 2);
-    assert_eq!(report.removed.bytes, store_len(&[b"unreachable bytes".as_slice(), format!("[\"{component_id}\"]").as_bytes()]));
+    assert_eq!(
+        report.removed.bytes,
+        store_len(&[
+            b"unreachable bytes".as_slice(),
+            format!("[\"{component_id}\"]").as_bytes()
+        ])
+    );
     assert_eq!(report.recent, Tally::default());
     assert_eq!(report.kept(), report.reachable);
     for id in [component_id, trace, index, manifest] {
@@ -436,9 +549,20 @@ fn gc_clears_only_stale_temp_files() {
     fs::write(&stale, b"left by a crash").unwrap();
     fs::write(&fresh, b"being written").unwrap();
     let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
-    fs::File::options().write(true).open(&stale).unwrap().set_modified(two_hours_ago).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
     let report = store.gc().unwrap();
-    assert_eq!(report.tmp_removed, Tally { count: 1, bytes: 15 });
+    assert_eq!(
+        report.tmp_removed,
+        Tally {
+            count: 1,
+            bytes: 15
+        }
+    );
     assert!(!stale.exists());
     assert!(fresh.exists());
 }
@@ -447,15 +571,23 @@ fn gc_clears_only_stale_temp_files() {
 fn gc_stops_before_deleting_when_a_reachable_object_is_corrupt() {
     let (_dir, store) = new_store();
     let leaf = store.put(b"leaf").unwrap();
-    let manifest = store.put(format!("{{\"leaf\": \"{leaf}\"}}").as_bytes()).unwrap();
+    let manifest = store
+        .put(format!("{{\"leaf\": \"{leaf}\"}}").as_bytes())
+        .unwrap();
     let orphan = store.put(b"orphan").unwrap();
     store.set_ref("m", &manifest).unwrap();
     flip_byte(&store.object_path(&manifest), 2);
     let err = store.gc_with(&no_grace()).unwrap_err();
-    assert!(matches!(&err, GcError::Corrupt { id, .. } if *id == manifest), "{err:?}");
+    assert!(
+        matches!(&err, GcError::Corrupt { id, .. } if *id == manifest),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(&manifest.to_string()));
     assert!(err.hint().is_some());
-    assert!(store.has(&leaf) && store.has(&orphan), "gc deleted after finding damage");
+    assert!(
+        store.has(&leaf) && store.has(&orphan),
+        "gc deleted after finding damage"
+    );
 }
 
 #[test]
@@ -470,7 +602,9 @@ fn gc_reports_dangling_refs() {
 #[test]
 fn verify_reports_corrupt_objects_and_progress() {
     let (_dir, store) = new_store();
-    let ids: Vec<_> = (0..10).map(|i| store.put(&bytes_from_seed(i, 100 + i as usize)).unwrap()).collect();
+    let ids: Vec<_> = (0..10)
+        .map(|i| store.put(&bytes_from_seed(i, 100 + i as usize)).unwrap())
+        .collect();
     let mut calls = Vec::new();
     let clean = store.verify(|p| calls.push(*p), &never()).unwrap();
     assert!(clean.is_clean());
@@ -486,10 +620,16 @@ fn verify_reports_corrupt_objects_and_progress() {
     }
     let report = store.verify(|_| {}, &never()).unwrap();
     assert!(!report.is_clean());
-    assert_eq!(report.corrupt.iter().map(|c| c.id).collect::<Vec<_>>(), damaged);
+    assert_eq!(
+        report.corrupt.iter().map(|c| c.id).collect::<Vec<_>>(),
+        damaged
+    );
     for c in &report.corrupt {
         let text = c.to_string();
-        assert!(text.contains(&c.id.to_string()) && text.contains(&c.actual.to_string()), "{text}");
+        assert!(
+            text.contains(&c.id.to_string()) && text.contains(&c.actual.to_string()),
+            "{text}"
+        );
         assert_ne!(c.id, c.actual);
     }
 
@@ -556,27 +696,58 @@ fn concurrent_ref_updates_and_deletes_in_one_folder() {
             });
         }
     });
-    let names: Vec<_> = store.refs("ns/").unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["ns/deep/final0", "ns/deep/final1", "ns/deep/final2", "ns/deep/final3"]);
+    let names: Vec<_> = store
+        .refs("ns/")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ns/deep/final0",
+            "ns/deep/final1",
+            "ns/deep/final2",
+            "ns/deep/final3"
+        ]
+    );
 }
 
 #[test]
 fn cache_put_get_remove() {
     let (_dir, store) = new_store();
     assert_eq!(store.cache_get("compiled", "abc-x86_64").unwrap(), None);
-    let path = store.cache_put("compiled", "abc-x86_64", b"machine code").unwrap();
+    let path = store
+        .cache_put("compiled", "abc-x86_64", b"machine code")
+        .unwrap();
     assert_eq!(path, store.cache_path("compiled", "abc-x86_64").unwrap());
     assert_eq!(path, store.root().join("cache/compiled/abc-x86_64"));
-    assert_eq!(store.cache_get("compiled", "abc-x86_64").unwrap().unwrap(), b"machine code");
+    assert_eq!(
+        store.cache_get("compiled", "abc-x86_64").unwrap().unwrap(),
+        b"machine code"
+    );
     store.cache_put("compiled", "abc-x86_64", b"newer").unwrap();
-    assert_eq!(store.cache_get("compiled", "abc-x86_64").unwrap().unwrap(), b"newer");
+    assert_eq!(
+        store.cache_get("compiled", "abc-x86_64").unwrap().unwrap(),
+        b"newer"
+    );
     assert!(store.cache_remove("compiled", "abc-x86_64").unwrap());
     assert!(!store.cache_remove("compiled", "abc-x86_64").unwrap());
     assert_eq!(tmp_entries(&store), 0);
 
-    for (ns, key) in [("", "k"), ("ns", ""), ("../x", "k"), ("ns", "a/b"), ("ns", ".hidden"), ("ns", "..")] {
+    for (ns, key) in [
+        ("", "k"),
+        ("ns", ""),
+        ("../x", "k"),
+        ("ns", "a/b"),
+        ("ns", ".hidden"),
+        ("ns", ".."),
+    ] {
         let err = store.cache_put(ns, key, b"x").unwrap_err();
-        assert!(matches!(err, CacheError::InvalidName { .. }), "{ns:?}/{key:?}: {err:?}");
+        assert!(
+            matches!(err, CacheError::InvalidName { .. }),
+            "{ns:?}/{key:?}: {err:?}"
+        );
     }
     // Cache entries are not objects: gc leaves them alone.
     store.cache_put("compiled", "k", b"x").unwrap();

@@ -183,7 +183,10 @@ fn copy_string(chars: &[char], start: usize, out: &mut String) -> usize {
                 continue;
             }
             '\\' => out.push_str("\\\\"),
-            c if c == quote => return i + 1,
+            c if c == quote => {
+                out.push('"');
+                return i + 1;
+            }
             '"' => out.push_str("\\\""), // Inside a single-quoted string.
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),

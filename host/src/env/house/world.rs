@@ -55,7 +55,6 @@ pub(crate) fn preposition(kind: &str) -> &'static str {
 }
 
 struct RoomTemplate {
-    name: &'static str,
     /// Receptacle kind and how many (inclusive range).
     receptacles: &'static [(&'static str, u32, u32)],
     objects: &'static [&'static str],
@@ -64,7 +63,6 @@ struct RoomTemplate {
 }
 
 const KITCHEN: RoomTemplate = RoomTemplate {
-    name: "kitchen",
     receptacles: &[
         ("cabinet", 3, 6),
         ("countertop", 1, 3),
@@ -86,7 +84,6 @@ const KITCHEN: RoomTemplate = RoomTemplate {
 };
 
 const BATHROOM: RoomTemplate = RoomTemplate {
-    name: "bathroom",
     receptacles: &[
         ("cabinet", 2, 4),
         ("countertop", 1, 1),
@@ -102,7 +99,6 @@ const BATHROOM: RoomTemplate = RoomTemplate {
 };
 
 const BEDROOM: RoomTemplate = RoomTemplate {
-    name: "bedroom",
     receptacles: &[
         ("bed", 1, 1),
         ("desk", 1, 1),
@@ -120,7 +116,6 @@ const BEDROOM: RoomTemplate = RoomTemplate {
 };
 
 const LIVINGROOM: RoomTemplate = RoomTemplate {
-    name: "livingroom",
     receptacles: &[
         ("sofa", 1, 1),
         ("armchair", 1, 1),
@@ -170,17 +165,10 @@ pub(crate) struct Placed {
     pub receptacle: usize,
 }
 
-impl Placed {
-    pub(crate) fn name(&self) -> String {
-        format!("{} {}", self.kind, self.number)
-    }
-}
-
 /// One task: the room and the goal.
 #[derive(Clone, Debug)]
 pub(crate) struct HouseTask {
     pub kind: TaskKind,
-    pub room: &'static str,
     /// The object type the goal is about.
     pub object: &'static str,
     /// The receptacle type it must end up in (not for `Examine`).
@@ -233,7 +221,7 @@ impl HouseTask {
         });
 
         let mut objects: Vec<Placed> = Vec::new();
-        let mut place = |objects: &mut Vec<Placed>, object_kind: &'static str, receptacle: usize| {
+        let place = |objects: &mut Vec<Placed>, object_kind: &'static str, receptacle: usize| {
             let number = objects.iter().filter(|o| o.kind == object_kind).count() as u32 + 1;
             objects.push(Placed { kind: object_kind, number, receptacle });
         };
@@ -263,7 +251,7 @@ impl HouseTask {
             let home = rng.below(receptacles.len());
             place(&mut objects, what, home);
         }
-        HouseTask { kind, room: template.name, object, target, receptacles, objects }
+        HouseTask { kind, object, target, receptacles, objects }
     }
 
     /// The instruction, in ALFWorld's words.
