@@ -79,17 +79,14 @@ fn listed(text: &str) -> Vec<String> {
     let tokens: Vec<&str> = text.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).collect();
     let mut names = Vec::new();
     let mut i = 0;
-    while i + 2 < tokens.len() + 0 || i + 2 == tokens.len() {
-        if (tokens[i] == "a" || tokens[i] == "an") && i + 2 < tokens.len() + 1 && i + 2 <= tokens.len() - 1 + 1 {
-            if let (Some(word), Some(number)) = (tokens.get(i + 1), tokens.get(i + 2)) {
-                if number.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty() {
-                    names.push(format!("{word} {number}"));
-                    i += 3;
-                    continue;
-                }
-            }
+    while i < tokens.len() {
+        let numbered = i + 2 < tokens.len() && tokens[i + 2].bytes().all(|b| b.is_ascii_digit());
+        if matches!(tokens[i], "a" | "an") && numbered {
+            names.push(format!("{} {}", tokens[i + 1], tokens[i + 2]));
+            i += 3;
+        } else {
+            i += 1;
         }
-        i += 1;
     }
     names
 }

@@ -156,7 +156,7 @@ fn parse_product(text: &str) -> Option<ProductPage> {
 
 enum Location {
     Home,
-    Results(ResultsPage),
+    Results,
     Product(ProductPage),
 }
 
@@ -188,8 +188,8 @@ impl Belief {
                 if !belief.queries.contains(&results.query) {
                     belief.queries.push(results.query.clone());
                 }
-                belief.last_results = Some(results.clone());
-                belief.location = Location::Results(results);
+                belief.last_results = Some(results);
+                belief.location = Location::Results;
             } else if let Some(product) = parse_product(text) {
                 belief.products.retain(|p| p.id != product.id);
                 belief.products.push(product.clone());
@@ -366,7 +366,7 @@ fn next_candidate(ctx: &Ctx, goal: &ShopGoal, belief: &Belief, finish: bool, why
     }
     if let Some(results) = &belief.last_results {
         if results.page + 1 < results.pages {
-            if matches!(belief.location, Location::Results(_)) {
+            if matches!(belief.location, Location::Results) {
                 choices.push(Action::new("next_page", json!({}), format!("{prefix}Nothing here fits; next page.")));
             } else {
                 choices.push(Action::new("back", json!({}), format!("{prefix}Back to the results.")));
