@@ -24,7 +24,11 @@ use serde::de::DeserializeOwned;
 /// assert!(error.contains("unknown field `windw`"));
 /// ```
 pub fn parse<T: DeserializeOwned>(processor: &str, config: &str) -> Result<T, String> {
-    let text = if config.trim().is_empty() { "{}" } else { config };
+    let text = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     serde_json::from_str(text).map_err(|error| describe_error(processor, &error))
 }
 

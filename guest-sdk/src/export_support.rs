@@ -71,7 +71,10 @@ pub fn describe<P: Processor>() -> w::Info {
     info_to_wit(P::describe())
 }
 
-pub fn configure<P: Processor>(instance: &'static Instance<P>, config: String) -> Result<(), String> {
+pub fn configure<P: Processor>(
+    instance: &'static Instance<P>,
+    config: String,
+) -> Result<(), String> {
     enter();
     instance.with_borrow_mut(|p| p.configure(&config))
 }
@@ -81,14 +84,21 @@ pub fn save_state<P: Processor>(instance: &'static Instance<P>) -> Vec<u8> {
     instance.with_borrow(|p| p.save_state())
 }
 
-pub fn load_state<P: Processor>(instance: &'static Instance<P>, state: Vec<u8>) -> Result<(), String> {
+pub fn load_state<P: Processor>(
+    instance: &'static Instance<P>,
+    state: Vec<u8>,
+) -> Result<(), String> {
     enter();
     instance.with_borrow_mut(|p| p.load_state(&state))
 }
 
 pub fn list_tools<P: Processor>(instance: &'static Instance<P>) -> Vec<w::ToolSpec> {
     enter();
-    instance.with_borrow(|p| p.list_tools()).into_iter().map(tool_spec_to_wit).collect()
+    instance
+        .with_borrow(|p| p.list_tools())
+        .into_iter()
+        .map(tool_spec_to_wit)
+        .collect()
 }
 
 pub fn call_tool<P: Processor>(
@@ -110,12 +120,18 @@ pub fn on_task_start<P: Processor>(
     verdict_to_wit(instance.with_borrow_mut(|p| p.on_task_start(&conversation(conv), &tools)))
 }
 
-pub fn on_step_start<P: Processor>(instance: &'static Instance<P>, conv: &c::Conversation) -> w::Verdict {
+pub fn on_step_start<P: Processor>(
+    instance: &'static Instance<P>,
+    conv: &c::Conversation,
+) -> w::Verdict {
     enter();
     verdict_to_wit(instance.with_borrow_mut(|p| p.on_step_start(&conversation(conv))))
 }
 
-pub fn on_before_model<P: Processor>(instance: &'static Instance<P>, conv: &c::Conversation) -> w::Verdict {
+pub fn on_before_model<P: Processor>(
+    instance: &'static Instance<P>,
+    conv: &c::Conversation,
+) -> w::Verdict {
     enter();
     verdict_to_wit(instance.with_borrow_mut(|p| p.on_before_model(&conversation(conv))))
 }
@@ -149,15 +165,23 @@ pub fn on_after_tool<P: Processor>(
     enter();
     let call = ToolCall(backend::ToolCall(call));
     let result = ToolResult(backend::ToolResult(result));
-    verdict_to_wit(instance.with_borrow_mut(|p| p.on_after_tool(&conversation(conv), &call, &result)))
+    verdict_to_wit(
+        instance.with_borrow_mut(|p| p.on_after_tool(&conversation(conv), &call, &result)),
+    )
 }
 
-pub fn on_step_end<P: Processor>(instance: &'static Instance<P>, conv: &c::Conversation) -> w::Verdict {
+pub fn on_step_end<P: Processor>(
+    instance: &'static Instance<P>,
+    conv: &c::Conversation,
+) -> w::Verdict {
     enter();
     verdict_to_wit(instance.with_borrow_mut(|p| p.on_step_end(&conversation(conv))))
 }
 
-pub fn on_task_end<P: Processor>(instance: &'static Instance<P>, conv: &c::Conversation) -> w::Verdict {
+pub fn on_task_end<P: Processor>(
+    instance: &'static Instance<P>,
+    conv: &c::Conversation,
+) -> w::Verdict {
     enter();
     verdict_to_wit(instance.with_borrow_mut(|p| p.on_task_end(&conversation(conv))))
 }

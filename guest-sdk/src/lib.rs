@@ -166,7 +166,10 @@ pub trait Processor: Default + 'static {
     /// Runs one of this processor's tools with JSON `arguments`.
     fn call_tool(&mut self, name: &str, arguments: &str) -> Result<String, String> {
         let _ = arguments;
-        Err(format!("processor `{}` provides no tool named `{name}`", Self::describe().name))
+        Err(format!(
+            "processor `{}` provides no tool named `{name}`",
+            Self::describe().name
+        ))
     }
 
     /// task-start: may change the system prompt and hide tools.
@@ -250,13 +253,17 @@ macro_rules! export {
                 fn describe() -> __types::Info {
                     $crate::__private::describe::<$processor>()
                 }
-                fn configure(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::__private::configure(&__KILN_INSTANCE, config)
                 }
                 fn save_state() -> ::std::vec::Vec<u8> {
                     $crate::__private::save_state(&__KILN_INSTANCE)
                 }
-                fn load_state(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                fn load_state(
+                    state: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::__private::load_state(&__KILN_INSTANCE, state)
                 }
                 fn list_tools() -> ::std::vec::Vec<__types::ToolSpec> {
@@ -268,7 +275,10 @@ macro_rules! export {
                 ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
                     $crate::__private::call_tool(&__KILN_INSTANCE, name, arguments)
                 }
-                fn on_task_start(conv: &__context::Conversation, tools: &__context::Toolset) -> __types::Verdict {
+                fn on_task_start(
+                    conv: &__context::Conversation,
+                    tools: &__context::Toolset,
+                ) -> __types::Verdict {
                     $crate::__private::on_task_start(&__KILN_INSTANCE, conv, tools)
                 }
                 fn on_step_start(conv: &__context::Conversation) -> __types::Verdict {
@@ -277,15 +287,21 @@ macro_rules! export {
                 fn on_before_model(conv: &__context::Conversation) -> __types::Verdict {
                     $crate::__private::on_before_model(&__KILN_INSTANCE, conv)
                 }
-                fn on_after_model(conv: &__context::Conversation, resp: &__context::Response) -> __types::Verdict {
+                fn on_after_model(
+                    conv: &__context::Conversation,
+                    resp: &__context::Response,
+                ) -> __types::Verdict {
                     $crate::__private::on_after_model(&__KILN_INSTANCE, conv, resp)
                 }
-                fn on_before_tool(conv: &__context::Conversation, call: &__context::ToolCall) -> __types::Verdict {
+                fn on_before_tool(
+                    conv: &__context::Conversation,
+                    call: &__context::ToolCall,
+                ) -> __types::Verdict {
                     $crate::__private::on_before_tool(&__KILN_INSTANCE, conv, call)
                 }
                 fn on_after_tool(
                     conv: &__context::Conversation,
-                    call: &__context::ToolCall,
+            call: &__context::ToolCall,
                     result: &__context::ToolResult,
                 ) -> __types::Verdict {
                     $crate::__private::on_after_tool(&__KILN_INSTANCE, conv, call, result)

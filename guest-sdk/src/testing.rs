@@ -29,8 +29,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::backend::native::{self as fake, FakeHost};
 use crate::backend;
+use crate::backend::native::{self as fake, FakeHost};
 use crate::context::{Conversation, Response, ToolCall, ToolResult, Toolset};
 use crate::types::{Call, Hook, Level, Message, TaskFacts, ToolSpec, Verdict};
 use crate::Processor;
@@ -80,7 +80,9 @@ impl Default for TestHost {
 impl TestHost {
     /// An empty task: no messages, no tools, step 0 of 10, seed 0, task id `test-task`.
     pub fn new() -> Self {
-        TestHost { state: Rc::new(RefCell::new(FakeHost::default())) }
+        TestHost {
+            state: Rc::new(RefCell::new(FakeHost::default())),
+        }
     }
 
     // ----- building the task -----
@@ -155,19 +157,28 @@ impl TestHost {
 
     /// Stores a slot value, as another processor would.
     pub fn set_slot(&mut self, key: &str, value: &str) -> &mut Self {
-        self.state.borrow_mut().slots.insert(key.to_owned(), value.to_owned());
+        self.state
+            .borrow_mut()
+            .slots
+            .insert(key.to_owned(), value.to_owned());
         self
     }
 
     /// Grants read access to a file with these contents.
     pub fn grant_file(&mut self, path: &str, contents: &[u8]) -> &mut Self {
-        self.state.borrow_mut().files.insert(path.to_owned(), contents.to_vec());
+        self.state
+            .borrow_mut()
+            .files
+            .insert(path.to_owned(), contents.to_vec());
         self
     }
 
     /// Puts a URL on the allowlist, answering with `body`.
     pub fn grant_url(&mut self, url: &str, body: &str) -> &mut Self {
-        self.state.borrow_mut().urls.insert(url.to_owned(), body.to_owned());
+        self.state
+            .borrow_mut()
+            .urls
+            .insert(url.to_owned(), body.to_owned());
         self
     }
 
@@ -294,7 +305,12 @@ impl TestHost {
     ///
     /// The response is not added to the conversation; push it yourself
     /// (e.g. with [`TestHost::assistant_calls`]) if later hooks should see it.
-    pub fn after_model<P: Processor>(&mut self, processor: &mut P, text: &str, calls: Vec<Call>) -> AfterModel {
+    pub fn after_model<P: Processor>(
+        &mut self,
+        processor: &mut P,
+        text: &str,
+        calls: Vec<Call>,
+    ) -> AfterModel {
         {
             let mut state = self.state.borrow_mut();
             state.response_text = text.to_owned();
@@ -306,7 +322,11 @@ impl TestHost {
             processor.on_after_model(&conv, &response)
         });
         let state = self.state.borrow();
-        AfterModel { verdict, text: state.response_text.clone(), calls: state.response_calls.clone() }
+        AfterModel {
+            verdict,
+            text: state.response_text.clone(),
+            calls: state.response_calls.clone(),
+        }
     }
 
     /// Calls the before-tool hook on `call`.
@@ -322,7 +342,11 @@ impl TestHost {
             processor.on_before_tool(&conv, &call)
         });
         let state = self.state.borrow();
-        BeforeTool { verdict, call: state.tool_call.clone(), response: state.tool_response.clone() }
+        BeforeTool {
+            verdict,
+            call: state.tool_call.clone(),
+            response: state.tool_response.clone(),
+        }
     }
 
     /// Calls the after-tool hook on `call` and its result `content`.
@@ -348,7 +372,10 @@ impl TestHost {
             let result = ToolResult(backend::ToolResult(state));
             processor.on_after_tool(&conv, &call, &result)
         });
-        AfterTool { verdict, content: self.state.borrow().tool_result.clone() }
+        AfterTool {
+            verdict,
+            content: self.state.borrow().tool_result.clone(),
+        }
     }
 
     /// Calls the step-end hook.

@@ -67,10 +67,16 @@ impl std::str::FromStr for Hook {
 
     /// Parses a WIT hook name such as `"after-tool"`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Hook::ALL.into_iter().find(|hook| hook.name() == text).ok_or_else(|| {
-            let names: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
-            format!("unknown hook `{text}`; expected one of: {}", names.join(", "))
-        })
+        Hook::ALL
+            .into_iter()
+            .find(|hook| hook.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Hook::ALL.iter().map(|h| h.name()).collect();
+                format!(
+                    "unknown hook `{text}`; expected one of: {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -119,8 +125,16 @@ pub struct Call {
 
 impl Call {
     /// A call from its three parts.
-    pub fn new(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
-        Call { id: id.into(), name: name.into(), arguments: arguments.into() }
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        Call {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
     }
 }
 
@@ -140,17 +154,32 @@ pub struct Message {
 impl Message {
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
-        Message { role: Role::User, content: content.into(), calls: Vec::new(), call_id: None }
+        Message {
+            role: Role::User,
+            content: content.into(),
+            calls: Vec::new(),
+            call_id: None,
+        }
     }
 
     /// An assistant message without tool calls.
     pub fn assistant(content: impl Into<String>) -> Self {
-        Message { role: Role::Assistant, content: content.into(), calls: Vec::new(), call_id: None }
+        Message {
+            role: Role::Assistant,
+            content: content.into(),
+            calls: Vec::new(),
+            call_id: None,
+        }
     }
 
     /// An assistant message that makes tool calls.
     pub fn assistant_calls(content: impl Into<String>, calls: Vec<Call>) -> Self {
-        Message { role: Role::Assistant, content: content.into(), calls, call_id: None }
+        Message {
+            role: Role::Assistant,
+            content: content.into(),
+            calls,
+            call_id: None,
+        }
     }
 
     /// A tool result answering the call with id `call_id`.
@@ -182,7 +211,11 @@ impl ToolSpec {
         description: impl Into<String>,
         parameters: impl Into<String>,
     ) -> Self {
-        ToolSpec { name: name.into(), description: description.into(), parameters: parameters.into() }
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            parameters: parameters.into(),
+        }
     }
 }
 

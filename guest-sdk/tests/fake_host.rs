@@ -44,7 +44,12 @@ impl Processor for Scripted {
         self.seen.push(task().hook);
         self.before_tool.map_or(Verdict::Pass, |f| f(call))
     }
-    fn on_after_tool(&mut self, _conv: &Conversation<'_>, _call: &ToolCall<'_>, result: &ToolResult<'_>) -> Verdict {
+    fn on_after_tool(
+        &mut self,
+        _conv: &Conversation<'_>,
+        _call: &ToolCall<'_>,
+        result: &ToolResult<'_>,
+    ) -> Verdict {
         self.seen.push(task().hook);
         self.after_tool.map_or(Verdict::Pass, |f| f(result))
     }
@@ -101,9 +106,18 @@ fn step_start_edits_apply_and_report_bad_indexes() {
     let mut p = Scripted {
         step_start: Some(|conv| {
             assert_eq!(conv.remove(9), Err(EditError::OutOfRange(9)));
-            assert_eq!(conv.insert(4, &Message::user("x")), Err(EditError::OutOfRange(4)));
+            assert_eq!(
+                conv.insert(4, &Message::user("x")),
+                Err(EditError::OutOfRange(4))
+            );
             assert!(matches!(
-                conv.insert(0, &Message { role: Role::System, ..Message::user("x") }),
+                conv.insert(
+                    0,
+                    &Message {
+                        role: Role::System,
+                        ..Message::user("x")
+                    }
+                ),
                 Err(EditError::Invalid(_))
             ));
             conv.replace(1, &Message::user("[summary]")).unwrap();
@@ -119,7 +133,9 @@ fn step_start_edits_apply_and_report_bad_indexes() {
 }
 
 #[test]
-#[should_panic(expected = "contract violation: `Conversation::remove` may only be called at step-start, not at before-model")]
+#[should_panic(
+    expected = "contract violation: `Conversation::remove` may only be called at step-start, not at before-model"
+)]
 fn an_edit_outside_its_hook_panics_like_a_trap() {
     let mut host = three_messages();
     let mut p = Scripted {
@@ -133,7 +149,9 @@ fn an_edit_outside_its_hook_panics_like_a_trap() {
 }
 
 #[test]
-#[should_panic(expected = "`Conversation::set_system_prompt` may only be called at task-start, not at step-end")]
+#[should_panic(
+    expected = "`Conversation::set_system_prompt` may only be called at task-start, not at step-end"
+)]
 fn step_end_is_read_only() {
     let mut host = three_messages();
     let mut p = Scripted {
@@ -151,7 +169,9 @@ fn before_model_appends_once_and_edits_only_a_last_user_message() {
     let mut host = three_messages();
     let mut p = Scripted {
         before_model: Some(|conv| {
-            assert!(matches!(conv.set_last_user("x"), Err(EditError::Invalid(why)) if why.contains("tool message")));
+            assert!(
+                matches!(conv.set_last_user("x"), Err(EditError::Invalid(why)) if why.contains("tool message"))
+            );
             conv.append_user("first").unwrap();
             assert!(conv.append_user("second").is_err());
             conv.set_last_user("first, edited").unwrap();
@@ -264,15 +284,25 @@ fn capabilities_are_denied_unless_granted() {
     let mut host = TestHost::new();
     let mut p = Scripted {
         step_end: Some(|_| {
-            assert!(matches!(capabilities::read_file("/etc/passwd"), Err(CapError::Denied(_))));
+            assert!(matches!(
+                capabilities::read_file("/etc/passwd"),
+                Err(CapError::Denied(_))
+            ));
             assert_eq!(capabilities::read_file("/data/a.txt").unwrap(), b"hello");
-            assert!(matches!(capabilities::http_get("http://127.0.0.1:1/"), Err(CapError::Denied(_))));
-            assert_eq!(capabilities::http_get("http://example.test/").unwrap(), "body");
+            assert!(matches!(
+                capabilities::http_get("http://127.0.0.1:1/"),
+                Err(CapError::Denied(_))
+            ));
+            assert_eq!(
+                capabilities::http_get("http://example.test/").unwrap(),
+                "body"
+            );
             Verdict::Pass
         }),
         ..Scripted::default()
     };
-    host.grant_file("/data/a.txt", b"hello").grant_url("http://example.test/", "body");
+    host.grant_file("/data/a.txt", b"hello")
+        .grant_url("http://example.test/", "body");
     host.step_end(&mut p);
 }
 
@@ -283,7 +313,10 @@ fn default_methods_accept_json_and_refuse_the_rest() {
     assert_eq!(host.configure(&mut p, ""), Ok(()));
     assert_eq!(host.configure(&mut p, "{\"any\": [1, 2]}"), Ok(()));
     let error = host.configure(&mut p, "{oops").unwrap_err();
-    assert!(error.starts_with("config for `scripted` is not valid JSON"), "{error}");
+    assert!(
+        error.starts_with("config for `scripted` is not valid JSON"),
+        "{error}"
+    );
     assert!(host.save_state(&p).is_empty());
     assert_eq!(host.load_state(&mut p, b"anything"), Ok(()));
     assert!(host.list_tools(&p).is_empty());

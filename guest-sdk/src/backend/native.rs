@@ -133,9 +133,9 @@ fn check_message(message: &Message) -> Result<(), EditError> {
             "a system message cannot join the conversation; the system prompt is set at task-start"
                 .to_owned(),
         )),
-        Role::Tool if message.call_id.is_none() => {
-            Err(EditError::Invalid("a tool message needs the call-id of the call it answers".to_owned()))
-        }
+        Role::Tool if message.call_id.is_none() => Err(EditError::Invalid(
+            "a tool message needs the call-id of the call it answers".to_owned(),
+        )),
         _ => Ok(()),
     }
 }
@@ -153,7 +153,12 @@ impl Conversation<'_> {
         self.0.borrow().messages.get(index as usize).map(|m| m.role)
     }
     pub(crate) fn last_of(&self, role: Role) -> Option<u32> {
-        self.0.borrow().messages.iter().rposition(|m| m.role == role).map(|at| at as u32)
+        self.0
+            .borrow()
+            .messages
+            .iter()
+            .rposition(|m| m.role == role)
+            .map(|at| at as u32)
     }
     pub(crate) fn system_prompt(&self) -> String {
         self.0.borrow().system_prompt.clone()
@@ -198,7 +203,9 @@ impl Conversation<'_> {
                 "the last message is a {} message, not a user message",
                 last.role
             ))),
-            None => Err(EditError::Invalid("the conversation has no messages".to_owned())),
+            None => Err(EditError::Invalid(
+                "the conversation has no messages".to_owned(),
+            )),
         }
     }
     pub(crate) fn append_user(&self, content: &str) -> Result<(), EditError> {
@@ -225,7 +232,9 @@ impl Toolset<'_> {
         let mut host = self.0.borrow_mut();
         host.require("Toolset::hide", &[Hook::TaskStart]);
         let Some(at) = host.tools.iter().position(|tool| tool.name == name) else {
-            return Err(EditError::Invalid(format!("no tool named `{name}` to hide")));
+            return Err(EditError::Invalid(format!(
+                "no tool named `{name}` to hide"
+            )));
         };
         host.tools.remove(at);
         host.hidden_tools.push(name.to_owned());
@@ -319,7 +328,9 @@ pub(crate) fn slot_remove(key: &str) {
 pub(crate) fn read_file(path: &str) -> Result<Vec<u8>, CapError> {
     with_host(|host| {
         host.files.get(path).cloned().ok_or_else(|| {
-            CapError::Denied(format!("no read grant covers `{path}` (grant it with TestHost::grant_file)"))
+            CapError::Denied(format!(
+                "no read grant covers `{path}` (grant it with TestHost::grant_file)"
+            ))
         })
     })
 }
@@ -327,7 +338,9 @@ pub(crate) fn read_file(path: &str) -> Result<Vec<u8>, CapError> {
 pub(crate) fn http_get(url: &str) -> Result<String, CapError> {
     with_host(|host| {
         host.urls.get(url).cloned().ok_or_else(|| {
-            CapError::Denied(format!("`{url}` is not on the network allowlist (grant it with TestHost::grant_url)"))
+            CapError::Denied(format!(
+                "`{url}` is not on the network allowlist (grant it with TestHost::grant_url)"
+            ))
         })
     })
 }

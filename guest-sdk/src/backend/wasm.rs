@@ -49,11 +49,19 @@ pub(crate) fn hook_from_wit(hook: w::Hook) -> Hook {
 }
 
 pub(crate) fn call_from_wit(call: w::Call) -> Call {
-    Call { id: call.id, name: call.name, arguments: call.arguments }
+    Call {
+        id: call.id,
+        name: call.name,
+        arguments: call.arguments,
+    }
 }
 
 pub(crate) fn call_to_wit(call: &Call) -> w::Call {
-    w::Call { id: call.id.clone(), name: call.name.clone(), arguments: call.arguments.clone() }
+    w::Call {
+        id: call.id.clone(),
+        name: call.name.clone(),
+        arguments: call.arguments.clone(),
+    }
 }
 
 fn message_from_wit(message: w::Message) -> Message {
@@ -75,11 +83,19 @@ fn message_to_wit(message: &Message) -> w::Message {
 }
 
 pub(crate) fn tool_spec_from_wit(spec: w::ToolSpec) -> ToolSpec {
-    ToolSpec { name: spec.name, description: spec.description, parameters: spec.parameters }
+    ToolSpec {
+        name: spec.name,
+        description: spec.description,
+        parameters: spec.parameters,
+    }
 }
 
 pub(crate) fn tool_spec_to_wit(spec: ToolSpec) -> w::ToolSpec {
-    w::ToolSpec { name: spec.name, description: spec.description, parameters: spec.parameters }
+    w::ToolSpec {
+        name: spec.name,
+        description: spec.description,
+        parameters: spec.parameters,
+    }
 }
 
 fn edit_error_from_wit(error: w::EditError) -> EditError {
@@ -121,10 +137,14 @@ impl Conversation<'_> {
         self.0.remove(index).map_err(edit_error_from_wit)
     }
     pub(crate) fn insert(&self, index: u32, message: &Message) -> Result<(), EditError> {
-        self.0.insert(index, &message_to_wit(message)).map_err(edit_error_from_wit)
+        self.0
+            .insert(index, &message_to_wit(message))
+            .map_err(edit_error_from_wit)
     }
     pub(crate) fn replace(&self, index: u32, message: &Message) -> Result<(), EditError> {
-        self.0.replace(index, &message_to_wit(message)).map_err(edit_error_from_wit)
+        self.0
+            .replace(index, &message_to_wit(message))
+            .map_err(edit_error_from_wit)
     }
     pub(crate) fn set_last_user(&self, content: &str) -> Result<(), EditError> {
         self.0.set_last_user(content).map_err(edit_error_from_wit)

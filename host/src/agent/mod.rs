@@ -302,13 +302,16 @@ impl Task {
             (format!("blocked:{who}"), format!("[blocked by {who}] {reason}"), true)
         } else if let Some(answer) = ctx.answer.clone() {
             ("answered".to_string(), answer, false)
-        } else if let Some((r, mut report)) = p.call_tool(&call.name, &call.arguments, ctx) {
+        } else if let Some((result, mut report)) = p.call_tool(&call.name, &call.arguments, ctx) {
             let by = format!("processor:{}", report.processor);
             if self.deterministic {
                 report.nanos = 0;
             }
-            self.trace.push(Event::Call { step, report });
-            match r {
+            if let Some(f) = &report.fault {
+                self.faults.push((report.processor.clone(), f.kind.name().to_string()));
+            }
+            self.trace.push(Event::ProcessorTool { step, name: call.name.clone(), arguments: call.arguments.clone(), result: result.clone(), report });
+            match result {
                 Ok(s) => (by, s, false),
                 Err(e) => (by, e, true),
             }
@@ -349,3 +352,4 @@ pub struct Shared {
     pub rt: Runtime,
     pub model: Arc<dyn Model>,
 }
+pub mod replay;

@@ -7,7 +7,10 @@
 mod build;
 mod demo;
 mod inspect;
+mod replay;
+mod run;
 mod store;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -36,7 +39,14 @@ pub enum Command {
     /// List, verify or garbage-collect the store.
     #[command(subcommand)]
     Store(store::Cmd),
-    /// Run the stock processors over a scripted conversation and show every hook call.
+    /// Run a harness on a batch of tasks; keep the traces; print a summary.
+    Run(run::Args),
+    /// List runs and read traces.
+    #[command(subcommand)]
+    Trace(trace::Cmd),
+    /// Run a processor on the recorded hook inputs of a trace and compare.
+    Replay(replay::Args),
+    /// The stock processors at work on built-in defaults (what `make demo` runs).
     Demo(demo::Args),
 }
 
@@ -47,6 +57,9 @@ pub fn main() -> i32 {
         Command::Build(a) => build::execute(&cli.store, a),
         Command::Inspect(a) => inspect::execute(&cli.store, a),
         Command::Store(c) => store::execute(&cli.store, c),
+        Command::Run(a) => run::execute(&cli.store, a),
+        Command::Trace(c) => trace::execute(&cli.store, c),
+        Command::Replay(a) => replay::execute(&cli.store, a),
         Command::Demo(a) => demo::execute(&cli.store, a),
     };
     match result {

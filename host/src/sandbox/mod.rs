@@ -22,6 +22,6 @@ mod state;
 pub use context::{apply_edits, Context, Edit, Hook, Reply, ToolOutcome};
 pub use instance::{CallReport, Fault, FaultKind, Instance, InstanceSpec, Verdict};
 pub use limits::{FailurePolicy, Grants, LimitError, Limits, MAX_MEMORY_BYTES};
-pub use pipeline::{HookOutcome, Pipeline, ProcessorSpec, Swap, SwapReport};
+pub use pipeline::{HookOutcome, Member, Pipeline, ProcessorSpec, Swap, SwapReport};
 pub use runtime::{Band, ComponentId, Info, LoadError, Loaded, Runtime, RuntimeConfig, HOOKS_EXPORT, WIT_VERSION};
 pub use state::{Level, TaskFacts, VirtualClock};

@@ -25,11 +25,20 @@ pub struct ProcessorSpec {
     pub policy: FailurePolicy,
 }
 
-struct Member {
+struct Live {
     spec: ProcessorSpec,
     instance: Instance,
     faults: u32,
     disabled: bool,
+}
+
+/// A processor of a live pipeline, as traces record it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub component: ComponentId,
+    /// The JSON config it was configured with.
+    pub config: String,
 }
 
 /// What a hook did across the pipeline.
@@ -75,7 +84,7 @@ pub struct SwapReport {
 /// The live processors of one task.
 pub struct Pipeline {
     rt: Runtime,
-    members: Vec<Member>,
+    members: Vec<Live>,
     clock: VirtualClock,
     facts: TaskFacts,
 }
@@ -88,7 +97,7 @@ impl Pipeline {
         for spec in specs {
             let instance = Instance::new(rt, spec.loaded.clone(), spec.instance.clone(), seed, clock.clone())
                 .map_err(|f| (spec.loaded.info.name.clone(), f))?;
-            members.push(Member { spec, instance, faults: 0, disabled: false });
+            members.push(Live { spec, instance, faults: 0, disabled: false });
         }
         let facts = TaskFacts { task_id: task_id.to_string(), step: 0, max_steps, seed };
         Ok(Pipeline { rt: rt.clone(), members, clock, facts })
@@ -109,9 +118,12 @@ impl Pipeline {
         self.members.iter().filter(|m| !m.disabled).map(|m| m.instance.name()).collect()
     }
 
-    /// (name, component id) of every processor, in order.
-    pub fn members(&self) -> Vec<(String, ComponentId)> {
-        self.members.iter().map(|m| (m.instance.name().to_string(), m.spec.loaded.id.clone())).collect()
+    /// Every processor, in order, as recorded in traces.
+    pub fn members(&self) -> Vec<Member> {
+        self.members
+            .iter()
+            .map(|m| Member { name: m.instance.name().to_string(), component: m.spec.loaded.id.clone(), config: m.spec.instance.config.clone() })
+            .collect()
     }
 
     /// Run `hook` across the pipeline on `ctx`.
@@ -183,7 +195,7 @@ impl Pipeline {
                 match Instance::new(&self.rt, spec.loaded.clone(), spec.instance.clone(), seed, self.clock.clone()) {
                     Ok(instance) => {
                         let at = at.min(self.members.len());
-                        self.members.insert(at, Member { spec, instance, faults: 0, disabled: false });
+                        self.members.insert(at, Live { spec, instance, faults: 0, disabled: false });
                     }
                     Err(f) => r.error = Some(format!("cannot start {}: {f}", r.target)),
                 }
@@ -223,7 +235,7 @@ impl Pipeline {
                     r.error = Some(format!("{f}; kept {target}"));
                     return r;
                 }
-                self.members[i] = Member { spec, instance, faults: 0, disabled: false };
+                self.members[i] = Live { spec, instance, faults: 0, disabled: false };
                 r
             }
         }

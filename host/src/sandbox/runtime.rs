@@ -206,6 +206,14 @@ impl Runtime {
         self.inner.loaded.lock().unwrap().get(id).cloned()
     }
 
+    /// Forget a loaded component, so the next [`load`](Runtime::load) of its
+    /// bytes goes to the code cache (or the compiler) again. Live instances
+    /// keep their own handle. For benchmarks that measure loading.
+    #[doc(hidden)]
+    pub fn evict(&self, id: &str) {
+        self.inner.loaded.lock().unwrap().remove(id);
+    }
+
     /// Check, compile (or load compiled code from the cache), pre-instantiate
     /// and describe a component. Loading the same bytes twice is free.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded>, LoadError> {

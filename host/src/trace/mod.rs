@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::env::Score;
 use crate::models::Usage;
-use crate::sandbox::{CallReport, Context, Hook, Reply, SwapReport, ToolOutcome};
+use crate::sandbox::{CallReport, Context, Hook, Member, Reply, SwapReport, ToolOutcome};
 use crate::store::{ObjectId, Store};
 
 /// The version of the event schema.
@@ -67,13 +67,15 @@ pub enum Event {
         max_steps: u32,
         /// The context before the task-start hook.
         context: Context,
-        /// The processors, in order: (name, component id).
-        processors: Vec<(String, String)>,
+        /// The processors, in order.
+        processors: Vec<Member>,
     },
     /// A hook is about to run across the pipeline at this context.
     Hook { step: u32, hook: Hook },
     /// One processor's call at the hook just announced.
     Call { step: u32, report: CallReport },
+    /// A processor-provided tool ran (its slot writes are in `report.edits`).
+    ProcessorTool { step: u32, name: String, arguments: String, result: Result<String, String>, report: CallReport },
     /// The loop itself changed the context.
     Append { step: u32, message: Message },
     SetReply { step: u32, reply: Option<Reply> },
@@ -185,7 +187,7 @@ impl Fold {
         match e {
             Event::TaskStart { context, .. } => self.ctx = context.clone(),
             Event::Hook { step, .. } | Event::StepEnd { step } => self.step = *step,
-            Event::Call { report, .. } => crate::sandbox::apply_edits(&mut self.ctx, &report.edits)?,
+            Event::Call { report, .. } | Event::ProcessorTool { report, .. } => crate::sandbox::apply_edits(&mut self.ctx, &report.edits)?,
             Event::Append { message, .. } => self.ctx.messages.push(message.clone()),
             Event::SetReply { reply, .. } => self.ctx.reply = reply.clone(),
             Event::SetCall { call, answer, .. } => {

@@ -66,12 +66,19 @@ impl GoalPin {
         if self.looked {
             return;
         }
-        let first_user = (0..conv.len().min(FIRST_USER_SEARCH)).find(|&i| conv.role_of(i) == Some(Role::User));
+        let first_user =
+            (0..conv.len().min(FIRST_USER_SEARCH)).find(|&i| conv.role_of(i) == Some(Role::User));
         let message = first_user.and_then(|i| conv.get(i));
-        self.goal = message.as_ref().and_then(|m| goal_of(&m.content)).map(str::to_owned);
+        self.goal = message
+            .as_ref()
+            .and_then(|m| goal_of(&m.content))
+            .map(str::to_owned);
         self.looked = message.is_some();
         if self.goal.is_none() && message.is_some() {
-            kiln_guest::log(Level::Warn, "the first user message has no `Goal:` line; nothing to pin");
+            kiln_guest::log(
+                Level::Warn,
+                "the first user message has no `Goal:` line; nothing to pin",
+            );
         }
     }
 }
@@ -86,7 +93,9 @@ impl Processor for GoalPin {
     fn configure(&mut self, text: &str) -> Result<(), String> {
         let config: Config = config::parse(NAME, text)?;
         if config.window == 0 {
-            return Err(format!("config for `{NAME}` is invalid: `window` must be at least 1"));
+            return Err(format!(
+                "config for `{NAME}` is invalid: `window` must be at least 1"
+            ));
         }
         self.config = config;
         Ok(())
@@ -97,8 +106,9 @@ impl Processor for GoalPin {
     }
 
     fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
-        let goal = std::str::from_utf8(state)
-            .map_err(|error| format!("`{NAME}` cannot load this state: the goal is not UTF-8 ({error})"))?;
+        let goal = std::str::from_utf8(state).map_err(|error| {
+            format!("`{NAME}` cannot load this state: the goal is not UTF-8 ({error})")
+        })?;
         self.goal = (!goal.is_empty()).then(|| goal.to_owned());
         self.looked = self.goal.is_some();
         Ok(())
@@ -113,10 +123,15 @@ impl Processor for GoalPin {
 
     fn on_before_model(&mut self, conv: &Conversation<'_>) -> Verdict {
         self.learn_goal(conv);
-        let Some(goal) = &self.goal else { return Verdict::Pass };
+        let Some(goal) = &self.goal else {
+            return Verdict::Pass;
+        };
         let len = conv.len();
         let start = len.saturating_sub(self.config.window);
-        let in_view = (start..len).rev().any(|i| conv.get(i).is_some_and(|m| m.content.contains(goal.as_str())));
+        let in_view = (start..len).rev().any(|i| {
+            conv.get(i)
+                .is_some_and(|m| m.content.contains(goal.as_str()))
+        });
         if !in_view {
             if let Err(error) = conv.append_user(&format!("{PIN_PREFIX}{goal}")) {
                 kiln_guest::log(Level::Warn, &format!("could not pin the goal: {error}"));
@@ -139,7 +154,8 @@ mod tests {
         host.user("Goal: buy red shoes under $50\nYou are on the home page.");
         for n in 0..steps {
             let id = format!("c{n}");
-            host.assistant_calls("", vec![Call::new(&id, "search", "{}")]).tool(&id, "results");
+            host.assistant_calls("", vec![Call::new(&id, "search", "{}")])
+                .tool(&id, "results");
         }
         host
     }
@@ -180,7 +196,10 @@ mod tests {
         host.before_model(&mut pin);
         assert_eq!(host.messages().len(), 5);
         assert!(host.configure(&mut pin, r#"{"window": 0}"#).is_err());
-        assert!(host.configure(&mut pin, r#"{"windows": 3}"#).unwrap_err().contains("`windows`"));
+        assert!(host
+            .configure(&mut pin, r#"{"windows": 3}"#)
+            .unwrap_err()
+            .contains("`windows`"));
     }
 
     #[test]
@@ -188,7 +207,12 @@ mod tests {
         let mut host = long_task(4);
         let mut pin = GoalPin::default();
         host.before_model(&mut pin);
-        assert!(host.messages().last().unwrap().content.starts_with(PIN_PREFIX));
+        assert!(host
+            .messages()
+            .last()
+            .unwrap()
+            .content
+            .starts_with(PIN_PREFIX));
     }
 
     #[test]

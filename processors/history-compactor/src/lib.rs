@@ -39,7 +39,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_messages: 24, keep_recent: 8 }
+        Config {
+            max_messages: 24,
+            keep_recent: 8,
+        }
     }
 }
 
@@ -50,7 +53,10 @@ pub fn marker(count: u32) -> String {
 
 /// The count in a marker message, if `text` is one.
 pub fn marker_count(text: &str) -> Option<u32> {
-    text.strip_prefix("[compacted ")?.strip_suffix(" earlier messages]")?.parse().ok()
+    text.strip_prefix("[compacted ")?
+        .strip_suffix(" earlier messages]")?
+        .parse()
+        .ok()
 }
 
 /// The component.
@@ -87,9 +93,16 @@ impl HistoryCompactor {
         };
         let edits = conv
             .replace(drop_start, &Message::user(marker(represented)))
-            .and_then(|()| (drop_start + 1..cut).rev().try_for_each(|index| conv.remove(index)));
+            .and_then(|()| {
+                (drop_start + 1..cut)
+                    .rev()
+                    .try_for_each(|index| conv.remove(index))
+            });
         if let Err(error) = edits {
-            kiln_guest::log(Level::Error, &format!("compaction stopped halfway: {error}"));
+            kiln_guest::log(
+                Level::Error,
+                &format!("compaction stopped halfway: {error}"),
+            );
         }
         Some(represented)
     }
@@ -97,13 +110,17 @@ impl HistoryCompactor {
 
 impl Processor for HistoryCompactor {
     fn describe() -> Info {
-        Info::new(NAME, env!("CARGO_PKG_VERSION")).hooks([Hook::StepStart]).group("compactor")
+        Info::new(NAME, env!("CARGO_PKG_VERSION"))
+            .hooks([Hook::StepStart])
+            .group("compactor")
     }
 
     fn configure(&mut self, text: &str) -> Result<(), String> {
         let config: Config = config::parse(NAME, text)?;
         if config.keep_recent == 0 {
-            return Err(format!("config for `{NAME}` is invalid: `keep_recent` must be at least 1"));
+            return Err(format!(
+                "config for `{NAME}` is invalid: `keep_recent` must be at least 1"
+            ));
         }
         if config.max_messages < config.keep_recent + 3 {
             return Err(format!(
@@ -119,7 +136,10 @@ impl Processor for HistoryCompactor {
 
     fn on_step_start(&mut self, conv: &Conversation<'_>) -> Verdict {
         if let Some(count) = self.compact(conv) {
-            kiln_guest::log(Level::Info, &format!("compacted the history; the marker stands for {count} messages"));
+            kiln_guest::log(
+                Level::Info,
+                &format!("compacted the history; the marker stands for {count} messages"),
+            );
         }
         Verdict::Pass
     }
@@ -138,8 +158,13 @@ mod tests {
         let mut host = TestHost::new();
         host.user("Goal: find it");
         for step in 0..steps {
-            let ids: Vec<String> = (0..1 + usize::from(step % 3 == 2)).map(|n| format!("s{step}c{n}")).collect();
-            host.assistant_calls(&format!("step {step}"), ids.iter().map(|id| Call::new(id, "look", "{}")).collect());
+            let ids: Vec<String> = (0..1 + usize::from(step % 3 == 2))
+                .map(|n| format!("s{step}c{n}"))
+                .collect();
+            host.assistant_calls(
+                &format!("step {step}"),
+                ids.iter().map(|id| Call::new(id, "look", "{}")).collect(),
+            );
             for id in &ids {
                 host.tool(id, &format!("result {id}"));
             }
@@ -160,7 +185,9 @@ mod tests {
             if message.role == Role::Tool {
                 let id = message.call_id.as_deref().unwrap();
                 assert!(
-                    messages[..index].iter().any(|m| m.calls.iter().any(|call| call.id == id)),
+                    messages[..index]
+                        .iter()
+                        .any(|m| m.calls.iter().any(|call| call.id == id)),
                     "tool message {index} ({id}) lost its assistant call: {messages:#?}"
                 );
             }
@@ -183,7 +210,10 @@ mod tests {
         host.step_start(&mut compactor);
         let after = host.messages();
         assert_eq!(after[0], before[0]);
-        assert_eq!(after[1], Message::user(marker((before.len() - after.len() + 1) as u32)));
+        assert_eq!(
+            after[1],
+            Message::user(marker((before.len() - after.len() + 1) as u32))
+        );
         assert!(after.len() - 2 >= 4);
         assert_eq!(&after[2..], &before[before.len() - (after.len() - 2)..]);
         assert_eq!(after[2].role, Role::Assistant);
@@ -214,24 +244,42 @@ mod tests {
         host.step_start(&mut compactor);
         for step in 12..20 {
             let id = format!("late{step}");
-            host.assistant_calls("late", vec![Call::new(&id, "look", "{}")]).tool(&id, "r");
+            host.assistant_calls("late", vec![Call::new(&id, "look", "{}")])
+                .tool(&id, "r");
         }
         host.step_start(&mut compactor);
         let after = host.messages();
-        let markers: Vec<&Message> = after.iter().filter(|m| marker_count(&m.content).is_some()).collect();
+        let markers: Vec<&Message> = after
+            .iter()
+            .filter(|m| marker_count(&m.content).is_some())
+            .collect();
         assert_eq!(markers.len(), 1);
         let represented = marker_count(&markers[0].content).unwrap();
-        assert_eq!(represented + after.len() as u32 - 1, total + 16, "every message is kept or counted");
+        assert_eq!(
+            represented + after.len() as u32 - 1,
+            total + 16,
+            "every message is kept or counted"
+        );
     }
 
     #[test]
     fn config_is_checked() {
         let host = TestHost::new();
         let mut compactor = HistoryCompactor::default();
-        assert!(host.configure(&mut compactor, r#"{"keep_recent": 0}"#).is_err());
-        let error = host.configure(&mut compactor, r#"{"max_messages": 5, "keep_recent": 4}"#).unwrap_err();
-        assert!(error.contains("`max_messages` (5) must be at least `keep_recent` + 3 (7)"), "{error}");
-        assert!(host.configure(&mut compactor, r#"{"max": 5}"#).unwrap_err().contains("unknown field `max`"));
+        assert!(host
+            .configure(&mut compactor, r#"{"keep_recent": 0}"#)
+            .is_err());
+        let error = host
+            .configure(&mut compactor, r#"{"max_messages": 5, "keep_recent": 4}"#)
+            .unwrap_err();
+        assert!(
+            error.contains("`max_messages` (5) must be at least `keep_recent` + 3 (7)"),
+            "{error}"
+        );
+        assert!(host
+            .configure(&mut compactor, r#"{"max": 5}"#)
+            .unwrap_err()
+            .contains("unknown field `max`"));
     }
 
     #[test]

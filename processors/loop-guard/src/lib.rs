@@ -48,7 +48,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { window: 12, advise_after: 2, block_after: 4 }
+        Config {
+            window: 12,
+            advise_after: 2,
+            block_after: 4,
+        }
     }
 }
 
@@ -109,7 +113,11 @@ impl LoopGuard {
     /// A guard with empty windows.
     pub fn new(config: Config) -> Self {
         let capacity = config.window as usize;
-        LoopGuard { config, actions: Window::new(capacity), observations: Window::new(capacity) }
+        LoopGuard {
+            config,
+            actions: Window::new(capacity),
+            observations: Window::new(capacity),
+        }
     }
 
     /// The config in force.
@@ -142,7 +150,8 @@ impl LoopGuard {
     /// Records what the tool `name` returned and decides about it. Never blocks.
     pub fn observe_result(&mut self, name: &str, content: &str) -> Decision {
         let seen = self.observations.push(observation_hash(name, content));
-        if seen - 1 >= self.config.advise_after {
+        let repeats = seen - 1;
+        if repeats >= self.config.advise_after {
             Decision::Advise(format!(
                 "{name} returned the same result {seen} times; repeating the call will not change it, \
                  so try something different"
@@ -269,7 +278,11 @@ fn action_hash(name: &str, normalized_arguments: &str) -> u64 {
 }
 
 fn observation_hash(name: &str, content: &str) -> u64 {
-    fnv1a(&[b"observation", name.as_bytes(), collapse_whitespace(content).as_bytes()])
+    fnv1a(&[
+        b"observation",
+        name.as_bytes(),
+        collapse_whitespace(content).as_bytes(),
+    ])
 }
 
 /// Canonical JSON (sorted keys, no spaces) when the arguments parse, else the
@@ -338,7 +351,10 @@ impl Processor for LoopGuardProcessor {
         call: &ToolCall<'_>,
         result: &ToolResult<'_>,
     ) -> Verdict {
-        if let Decision::Advise(text) = self.guard.observe_result(&call.get().name, &result.content()) {
+        if let Decision::Advise(text) = self
+            .guard
+            .observe_result(&call.get().name, &result.content())
+        {
             advise(&text);
         }
         Verdict::Pass
@@ -354,19 +370,35 @@ mod tests {
     use kiln_guest::Call;
 
     fn guard(window: u32, advise_after: u32, block_after: u32) -> LoopGuard {
-        LoopGuard::new(Config { window, advise_after, block_after })
+        LoopGuard::new(Config {
+            window,
+            advise_after,
+            block_after,
+        })
     }
 
     #[test]
     fn advises_then_blocks_an_identical_call() {
         let mut guard = LoopGuard::default();
-        assert_eq!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Allow);
-        assert_eq!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Allow);
+        assert_eq!(
+            guard.observe_call("search", r#"{"q": "shoes"}"#),
+            Decision::Allow
+        );
+        assert_eq!(
+            guard.observe_call("search", r#"{"q": "shoes"}"#),
+            Decision::Allow
+        );
         let Decision::Advise(text) = guard.observe_call("search", r#"{"q": "shoes"}"#) else {
             panic!("the third identical call should be advised on");
         };
-        assert_eq!(text, r#"You repeated search[{"q":"shoes"}] 3 times; try something different"#);
-        assert!(matches!(guard.observe_call("search", r#"{"q": "shoes"}"#), Decision::Advise(_)));
+        assert_eq!(
+            text,
+            r#"You repeated search[{"q":"shoes"}] 3 times; try something different"#
+        );
+        assert!(matches!(
+            guard.observe_call("search", r#"{"q": "shoes"}"#),
+            Decision::Advise(_)
+        ));
         let Decision::Block(reason) = guard.observe_call("search", r#"{"q": "shoes"}"#) else {
             panic!("the fifth identical call should be blocked");
         };
@@ -377,18 +409,33 @@ mod tests {
     fn key_order_and_spacing_do_not_make_a_new_action() {
         let mut guard = guard(8, 1, 5);
         guard.observe_call("buy", r#"{"item": 3, "size": "M"}"#);
-        assert!(matches!(guard.observe_call("buy", r#"{ "size":"M","item":3 }"#), Decision::Advise(_)));
+        assert!(matches!(
+            guard.observe_call("buy", r#"{ "size":"M","item":3 }"#),
+            Decision::Advise(_)
+        ));
     }
 
     #[test]
     fn different_tools_or_arguments_are_different_actions() {
         let mut guard = guard(8, 1, 2);
-        assert_eq!(guard.observe_call("search", r#"{"q":"a"}"#), Decision::Allow);
-        assert_eq!(guard.observe_call("search", r#"{"q":"b"}"#), Decision::Allow);
-        assert_eq!(guard.observe_call("lookup", r#"{"q":"a"}"#), Decision::Allow);
+        assert_eq!(
+            guard.observe_call("search", r#"{"q":"a"}"#),
+            Decision::Allow
+        );
+        assert_eq!(
+            guard.observe_call("search", r#"{"q":"b"}"#),
+            Decision::Allow
+        );
+        assert_eq!(
+            guard.observe_call("lookup", r#"{"q":"a"}"#),
+            Decision::Allow
+        );
         // Malformed arguments still compare, by collapsed whitespace.
         assert_eq!(guard.observe_call("search", "{q: a"), Decision::Allow);
-        assert!(matches!(guard.observe_call("search", "{q:   a"), Decision::Advise(_)));
+        assert!(matches!(
+            guard.observe_call("search", "{q:   a"),
+            Decision::Advise(_)
+        ));
     }
 
     #[test]
@@ -417,12 +464,18 @@ mod tests {
     #[test]
     fn repeated_observations_are_advised_not_blocked() {
         let mut guard = guard(6, 1, 1);
-        assert_eq!(guard.observe_result("search", "no results"), Decision::Allow);
+        assert_eq!(
+            guard.observe_result("search", "no results"),
+            Decision::Allow
+        );
         let Decision::Advise(text) = guard.observe_result("search", "no  results\n") else {
             panic!("the same result twice should be advised on");
         };
         assert!(text.contains("repeat"), "{text}");
-        assert!(matches!(guard.observe_result("search", "no results"), Decision::Advise(_)));
+        assert!(matches!(
+            guard.observe_result("search", "no results"),
+            Decision::Advise(_)
+        ));
     }
 
     #[test]
@@ -432,7 +485,10 @@ mod tests {
         let error = Config::from_json(r#"{"windw": 5}"#).unwrap_err();
         assert!(error.contains("unknown field `windw`"), "{error}");
         let error = Config::from_json(r#"{"advise_after": 3, "block_after": 2}"#).unwrap_err();
-        assert!(error.contains("`block_after` (2) must be >= `advise_after` (3)"), "{error}");
+        assert!(
+            error.contains("`block_after` (2) must be >= `advise_after` (3)"),
+            "{error}"
+        );
         assert!(Config::from_json(r#"{"window": 1}"#).is_err());
         assert!(Config::from_json(r#"{"advise_after": 0}"#).is_err());
     }
@@ -445,8 +501,14 @@ mod tests {
         let state = first.save();
         let mut second = guard(8, 1, 3);
         second.load(&state).unwrap();
-        assert!(matches!(second.observe_call("search", "{}"), Decision::Advise(_)));
-        assert!(matches!(second.observe_result("search", "x"), Decision::Advise(_)));
+        assert!(matches!(
+            second.observe_call("search", "{}"),
+            Decision::Advise(_)
+        ));
+        assert!(matches!(
+            second.observe_result("search", "x"),
+            Decision::Advise(_)
+        ));
         let error = second.load(b"garbage").unwrap_err();
         assert!(error.contains("cannot load this state"), "{error}");
         assert_eq!(second.load(b""), Ok(()));
@@ -456,23 +518,39 @@ mod tests {
     fn the_component_blocks_at_before_tool_and_advises_at_after_tool() {
         let mut host = TestHost::new();
         let mut processor = LoopGuardProcessor::default();
-        host.configure(&mut processor, r#"{"advise_after": 1, "block_after": 2}"#).unwrap();
+        host.configure(&mut processor, r#"{"advise_after": 1, "block_after": 2}"#)
+            .unwrap();
         let call = Call::new("c1", "search", r#"{"q":"red shoes"}"#);
-        assert_eq!(host.before_tool(&mut processor, call.clone()).verdict, Verdict::Pass);
+        assert_eq!(
+            host.before_tool(&mut processor, call.clone()).verdict,
+            Verdict::Pass
+        );
         assert_eq!(host.advice(), None);
-        assert_eq!(host.after_tool(&mut processor, call.clone(), "nothing", false).verdict, Verdict::Pass);
-        assert_eq!(host.before_tool(&mut processor, call.clone()).verdict, Verdict::Pass);
+        assert_eq!(
+            host.after_tool(&mut processor, call.clone(), "nothing", false)
+                .verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            host.before_tool(&mut processor, call.clone()).verdict,
+            Verdict::Pass
+        );
         assert!(host.advice().unwrap().contains("repeated"));
         host.after_tool(&mut processor, call.clone(), "nothing", false);
         assert!(host.advice().unwrap().contains("repeat"));
         let outcome = host.before_tool(&mut processor, call);
-        assert!(matches!(outcome.verdict, Verdict::Block(ref reason) if reason.contains("search[")));
+        assert!(
+            matches!(outcome.verdict, Verdict::Block(ref reason) if reason.contains("search["))
+        );
     }
 
     #[test]
     fn the_component_refuses_bad_config() {
         let host = TestHost::new();
         let mut processor = LoopGuardProcessor::default();
-        assert!(host.configure(&mut processor, r#"{"block": 1}"#).unwrap_err().contains("`block`"));
+        assert!(host
+            .configure(&mut processor, r#"{"block": 1}"#)
+            .unwrap_err()
+            .contains("`block`"));
     }
 }

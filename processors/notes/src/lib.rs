@@ -35,7 +35,8 @@ pub const INDEX_SLOT: &str = "notes/.index";
 pub const MAX_KEY_CHARS: usize = 64;
 
 /// The sentence added to the system prompt.
-pub const ANNOUNCEMENT: &str = "You have a notebook: call note_write with {\"key\", \"text\"} to save a note \
+pub const ANNOUNCEMENT: &str =
+    "You have a notebook: call note_write with {\"key\", \"text\"} to save a note \
      and note_read with {\"key\"} to read it back.";
 
 /// The processor's config; see the crate docs.
@@ -50,7 +51,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { announce: true, max_note_chars: 4000 }
+        Config {
+            announce: true,
+            max_note_chars: 4000,
+        }
     }
 }
 
@@ -68,7 +72,9 @@ struct ReadArguments {
 }
 
 fn index() -> BTreeSet<String> {
-    slots::get(INDEX_SLOT).and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+    slots::get(INDEX_SLOT)
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 fn checked_key(key: &str) -> Result<&str, String> {
@@ -80,7 +86,9 @@ fn checked_key(key: &str) -> Result<&str, String> {
         return Err(format!("the note key `{key}` may not start with a dot"));
     }
     if key.chars().count() > MAX_KEY_CHARS {
-        return Err(format!("the note key is longer than {MAX_KEY_CHARS} characters"));
+        return Err(format!(
+            "the note key is longer than {MAX_KEY_CHARS} characters"
+        ));
     }
     Ok(key)
 }
@@ -93,8 +101,9 @@ pub struct Notes {
 
 impl Notes {
     fn write(&self, arguments: &str) -> Result<String, String> {
-        let arguments: WriteArguments = serde_json::from_str(arguments)
-            .map_err(|error| format!("note_write takes {{\"key\": string, \"text\": string}}: {error}"))?;
+        let arguments: WriteArguments = serde_json::from_str(arguments).map_err(|error| {
+            format!("note_write takes {{\"key\": string, \"text\": string}}: {error}")
+        })?;
         let key = checked_key(&arguments.key)?;
         let chars = arguments.text.chars().count();
         if chars > self.config.max_note_chars {
@@ -106,7 +115,10 @@ impl Notes {
         slots::set(&format!("{SLOT_PREFIX}{key}"), &arguments.text);
         let mut keys = index();
         if keys.insert(key.to_owned()) {
-            slots::set(INDEX_SLOT, &serde_json::to_string(&keys).expect("strings always serialize"));
+            slots::set(
+                INDEX_SLOT,
+                &serde_json::to_string(&keys).expect("strings always serialize"),
+            );
         }
         Ok(format!("saved note `{key}` ({chars} chars)"))
     }
@@ -129,13 +141,17 @@ impl Notes {
 
 impl Processor for Notes {
     fn describe() -> Info {
-        Info::new(NAME, env!("CARGO_PKG_VERSION")).hooks([Hook::TaskStart]).group("notes")
+        Info::new(NAME, env!("CARGO_PKG_VERSION"))
+            .hooks([Hook::TaskStart])
+            .group("notes")
     }
 
     fn configure(&mut self, text: &str) -> Result<(), String> {
         let config: Config = config::parse(NAME, text)?;
         if config.max_note_chars == 0 {
-            return Err(format!("config for `{NAME}` is invalid: `max_note_chars` must be at least 1"));
+            return Err(format!(
+                "config for `{NAME}` is invalid: `max_note_chars` must be at least 1"
+            ));
         }
         self.config = config;
         Ok(())
@@ -160,7 +176,9 @@ impl Processor for Notes {
         match name {
             "note_write" => self.write(arguments),
             "note_read" => self.read(arguments),
-            other => Err(format!("`{NAME}` provides note_write and note_read, not `{other}`")),
+            other => Err(format!(
+                "`{NAME}` provides note_write and note_read, not `{other}`"
+            )),
         }
     }
 
@@ -188,45 +206,87 @@ mod tests {
         let mut host = TestHost::new();
         let mut notes = Notes::default();
         assert_eq!(
-            host.call_tool(&mut notes, "note_write", r#"{"key": "plan", "text": "search, then buy"}"#),
+            host.call_tool(
+                &mut notes,
+                "note_write",
+                r#"{"key": "plan", "text": "search, then buy"}"#
+            ),
             Ok("saved note `plan` (16 chars)".to_owned())
         );
         assert_eq!(host.slot("notes/plan").as_deref(), Some("search, then buy"));
-        assert_eq!(host.call_tool(&mut notes, "note_read", r#"{"key": " plan "}"#), Ok("search, then buy".to_owned()));
-        host.call_tool(&mut notes, "note_write", r#"{"key": "budget", "text": "$50"}"#).unwrap();
-        assert_eq!(host.slot(INDEX_SLOT).as_deref(), Some(r#"["budget","plan"]"#));
+        assert_eq!(
+            host.call_tool(&mut notes, "note_read", r#"{"key": " plan "}"#),
+            Ok("search, then buy".to_owned())
+        );
+        host.call_tool(
+            &mut notes,
+            "note_write",
+            r#"{"key": "budget", "text": "$50"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            host.slot(INDEX_SLOT).as_deref(),
+            Some(r#"["budget","plan"]"#)
+        );
         assert_eq!(
             host.call_tool(&mut notes, "note_read", r#"{"key": "size"}"#),
             Err("no note named `size`; the notes are: budget, plan".to_owned())
         );
         // Another processor's slot write is visible too.
         host.set_slot("notes/shared", "from elsewhere");
-        assert_eq!(host.call_tool(&mut notes, "note_read", r#"{"key": "shared"}"#), Ok("from elsewhere".to_owned()));
+        assert_eq!(
+            host.call_tool(&mut notes, "note_read", r#"{"key": "shared"}"#),
+            Ok("from elsewhere".to_owned())
+        );
     }
 
     #[test]
     fn bad_calls_get_errors_that_say_what_to_send() {
         let host = TestHost::new();
         let mut notes = Notes::default();
-        let error = host.call_tool(&mut notes, "note_write", r#"{"key": "a"}"#).unwrap_err();
-        assert!(error.starts_with("note_write takes {\"key\": string, \"text\": string}"), "{error}");
-        let error = host.call_tool(&mut notes, "note_read", r#"{"key": ".index"}"#).unwrap_err();
+        let error = host
+            .call_tool(&mut notes, "note_write", r#"{"key": "a"}"#)
+            .unwrap_err();
+        assert!(
+            error.starts_with("note_write takes {\"key\": string, \"text\": string}"),
+            "{error}"
+        );
+        let error = host
+            .call_tool(&mut notes, "note_read", r#"{"key": ".index"}"#)
+            .unwrap_err();
         assert!(error.contains("may not start with a dot"), "{error}");
-        assert!(host.call_tool(&mut notes, "note_read", r#"{"key": ""}"#).unwrap_err().contains("empty"));
+        assert!(host
+            .call_tool(&mut notes, "note_read", r#"{"key": ""}"#)
+            .unwrap_err()
+            .contains("empty"));
         assert_eq!(
-            host.call_tool(&mut notes, "note_read", r#"{"key": "x"}"#).unwrap_err(),
+            host.call_tool(&mut notes, "note_read", r#"{"key": "x"}"#)
+                .unwrap_err(),
             "no note named `x`; there are no notes yet"
         );
-        assert!(host.call_tool(&mut notes, "note_erase", "{}").unwrap_err().contains("not `note_erase`"));
+        assert!(host
+            .call_tool(&mut notes, "note_erase", "{}")
+            .unwrap_err()
+            .contains("not `note_erase`"));
     }
 
     #[test]
     fn long_notes_are_refused() {
         let host = TestHost::new();
         let mut notes = Notes::default();
-        host.configure(&mut notes, r#"{"max_note_chars": 5}"#).unwrap();
-        let error = host.call_tool(&mut notes, "note_write", r#"{"key": "a", "text": "too long"}"#).unwrap_err();
-        assert!(error.contains("8 characters long; the limit is 5"), "{error}");
+        host.configure(&mut notes, r#"{"max_note_chars": 5}"#)
+            .unwrap();
+        let error = host
+            .call_tool(
+                &mut notes,
+                "note_write",
+                r#"{"key": "a", "text": "too long"}"#,
+            )
+            .unwrap_err();
+        assert!(
+            error.contains("8 characters long; the limit is 5"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -234,26 +294,42 @@ mod tests {
         let mut host = TestHost::new();
         let mut notes = Notes::default();
         let tools = host.list_tools(&notes);
-        assert_eq!(tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["note_write", "note_read"]);
+        assert_eq!(
+            tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["note_write", "note_read"]
+        );
         for tool in &tools {
-            serde_json::from_str::<serde_json::Value>(&tool.parameters).expect("the schema is JSON");
+            serde_json::from_str::<serde_json::Value>(&tool.parameters)
+                .expect("the schema is JSON");
         }
         host.system_prompt("You shop.").set_tools(tools);
         host.task_start(&mut notes);
         host.task_start(&mut notes);
-        assert_eq!(host.current_system_prompt(), format!("You shop.\n\n{ANNOUNCEMENT}"));
+        assert_eq!(
+            host.current_system_prompt(),
+            format!("You shop.\n\n{ANNOUNCEMENT}")
+        );
 
         let mut quiet = TestHost::new();
         quiet.system_prompt("You shop.");
         quiet.task_start(&mut notes);
-        assert_eq!(quiet.current_system_prompt(), "You shop.", "no tools offered, nothing announced");
+        assert_eq!(
+            quiet.current_system_prompt(),
+            "You shop.",
+            "no tools offered, nothing announced"
+        );
     }
 
     #[test]
     fn config_is_checked() {
         let host = TestHost::new();
         let mut notes = Notes::default();
-        assert!(host.configure(&mut notes, r#"{"announce": "yes"}"#).is_err());
-        assert!(host.configure(&mut notes, r#"{"anounce": true}"#).unwrap_err().contains("unknown field `anounce`"));
+        assert!(host
+            .configure(&mut notes, r#"{"announce": "yes"}"#)
+            .is_err());
+        assert!(host
+            .configure(&mut notes, r#"{"anounce": true}"#)
+            .unwrap_err()
+            .contains("unknown field `anounce`"));
     }
 }

@@ -32,7 +32,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_chars: 1200, collapse_whitespace: true }
+        Config {
+            max_chars: 1200,
+            collapse_whitespace: true,
+        }
     }
 }
 
@@ -53,7 +56,9 @@ pub fn collapse_whitespace(text: &str) -> String {
         blank_run = 0;
         let indent = line.len() - line.trim_start().len();
         out.push_str(&line[..indent]);
-        let mut words = line[indent..].split([' ', '\t']).filter(|word| !word.is_empty());
+        let mut words = line[indent..]
+            .split([' ', '\t'])
+            .filter(|word| !word.is_empty());
         if let Some(first) = words.next() {
             out.push_str(first);
             for word in words {
@@ -76,7 +81,11 @@ pub fn trim_middle(text: &str, max_chars: usize) -> Option<String> {
     }
     let head_chars = max_chars * 2 / 3;
     let tail_chars = max_chars - head_chars;
-    let byte_at = |chars: usize| text.char_indices().nth(chars).map_or(text.len(), |(at, _)| at);
+    let byte_at = |chars: usize| {
+        text.char_indices()
+            .nth(chars)
+            .map_or(text.len(), |(at, _)| at)
+    };
     let head_end = byte_at(head_chars);
     let tail_start = byte_at(total - tail_chars);
     let trimmed = total - head_chars - tail_chars;
@@ -96,7 +105,11 @@ pub struct ObservationTrim {
 impl ObservationTrim {
     /// The result as it should be, or `None` when it is fine as it is.
     pub fn shape(&self, content: &str) -> Option<String> {
-        let collapsed = if self.config.collapse_whitespace { collapse_whitespace(content) } else { content.to_owned() };
+        let collapsed = if self.config.collapse_whitespace {
+            collapse_whitespace(content)
+        } else {
+            content.to_owned()
+        };
         let shaped = trim_middle(&collapsed, self.config.max_chars).unwrap_or(collapsed);
         (shaped != content).then_some(shaped)
     }
@@ -104,7 +117,9 @@ impl ObservationTrim {
 
 impl Processor for ObservationTrim {
     fn describe() -> Info {
-        Info::new(NAME, env!("CARGO_PKG_VERSION")).hooks([Hook::AfterTool]).group("trim")
+        Info::new(NAME, env!("CARGO_PKG_VERSION"))
+            .hooks([Hook::AfterTool])
+            .group("trim")
     }
 
     fn configure(&mut self, text: &str) -> Result<(), String> {
@@ -119,7 +134,12 @@ impl Processor for ObservationTrim {
         Ok(())
     }
 
-    fn on_after_tool(&mut self, _conv: &Conversation<'_>, _call: &ToolCall<'_>, result: &ToolResult<'_>) -> Verdict {
+    fn on_after_tool(
+        &mut self,
+        _conv: &Conversation<'_>,
+        _call: &ToolCall<'_>,
+        result: &ToolResult<'_>,
+    ) -> Verdict {
         if let Some(shaped) = self.shape(&result.content()) {
             result.set_content(&shaped);
         }
@@ -138,14 +158,26 @@ mod tests {
     #[test]
     fn collapses_blank_lines_and_inner_runs_but_keeps_indentation() {
         let text = "\n\ntitle   here  \n\n\n\n  indented\t\tline\nlast\n\n";
-        assert_eq!(collapse_whitespace(text), "title here\n\n  indented line\nlast");
+        assert_eq!(
+            collapse_whitespace(text),
+            "title here\n\n  indented line\nlast"
+        );
     }
 
     #[test]
     fn trims_the_middle_and_counts_what_went() {
-        let text: String = (0..100).map(|n| char::from(b'a' + (n % 26) as u8)).collect();
+        let text: String = (0..100)
+            .map(|n| char::from(b'a' + (n % 26) as u8))
+            .collect();
         let trimmed = trim_middle(&text, 30).unwrap();
-        assert_eq!(trimmed, format!("{}\n[... 70 chars trimmed ...]\n{}", &text[..20], &text[90..]));
+        assert_eq!(
+            trimmed,
+            format!(
+                "{}\n[... 70 chars trimmed ...]\n{}",
+                &text[..20],
+                &text[90..]
+            )
+        );
         assert_eq!(trim_middle(&text, 100), None);
     }
 
@@ -164,7 +196,11 @@ mod tests {
         host.configure(&mut trim, r#"{"max_chars": 60}"#).unwrap();
         let long = "x".repeat(500);
         let outcome = host.after_tool(&mut trim, Call::new("c", "read", "{}"), &long, false);
-        assert!(outcome.content.contains("[... 440 chars trimmed ...]"), "{}", outcome.content);
+        assert!(
+            outcome.content.contains("[... 440 chars trimmed ...]"),
+            "{}",
+            outcome.content
+        );
         assert_eq!(outcome.verdict, Verdict::Pass);
     }
 
@@ -172,7 +208,12 @@ mod tests {
     fn short_clean_results_are_untouched() {
         let mut host = TestHost::new();
         let mut trim = ObservationTrim::default();
-        let outcome = host.after_tool(&mut trim, Call::new("c", "read", "{}"), "fine\n\nresult", false);
+        let outcome = host.after_tool(
+            &mut trim,
+            Call::new("c", "read", "{}"),
+            "fine\n\nresult",
+            false,
+        );
         assert_eq!(outcome.content, "fine\n\nresult");
     }
 
@@ -180,8 +221,14 @@ mod tests {
     fn whitespace_collapsing_can_be_switched_off() {
         let mut host = TestHost::new();
         let mut trim = ObservationTrim::default();
-        host.configure(&mut trim, r#"{"collapse_whitespace": false}"#).unwrap();
-        let outcome = host.after_tool(&mut trim, Call::new("c", "read", "{}"), "a   b\n\n\n\nc", false);
+        host.configure(&mut trim, r#"{"collapse_whitespace": false}"#)
+            .unwrap();
+        let outcome = host.after_tool(
+            &mut trim,
+            Call::new("c", "read", "{}"),
+            "a   b\n\n\n\nc",
+            false,
+        );
         assert_eq!(outcome.content, "a   b\n\n\n\nc");
     }
 
@@ -189,7 +236,13 @@ mod tests {
     fn bad_config_is_refused_with_the_key() {
         let host = TestHost::new();
         let mut trim = ObservationTrim::default();
-        assert!(host.configure(&mut trim, r#"{"max_chars": 5}"#).unwrap_err().contains("`max_chars` must be at least 32"));
-        assert!(host.configure(&mut trim, r#"{"max": 500}"#).unwrap_err().contains("unknown field `max`"));
+        assert!(host
+            .configure(&mut trim, r#"{"max_chars": 5}"#)
+            .unwrap_err()
+            .contains("`max_chars` must be at least 32"));
+        assert!(host
+            .configure(&mut trim, r#"{"max": 500}"#)
+            .unwrap_err()
+            .contains("unknown field `max`"));
     }
 }

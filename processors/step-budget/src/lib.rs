@@ -18,7 +18,9 @@
 //! | `warn_at` | 3 | advise when this many steps or fewer remain (0: never) |
 //! | `stop_at_limit` | true | interrupt on the last step if the model still calls tools |
 
-use kiln_guest::{advise, config, task, Conversation, Hook, Info, Processor, Response, TaskFacts, Verdict};
+use kiln_guest::{
+    advise, config, task, Conversation, Hook, Info, Processor, Response, TaskFacts, Verdict,
+};
 use serde::Deserialize;
 
 /// The processor's name, as in its [`Info`].
@@ -36,7 +38,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { warn_at: 3, stop_at_limit: true }
+        Config {
+            warn_at: 3,
+            stop_at_limit: true,
+        }
     }
 }
 
@@ -123,8 +128,14 @@ mod tests {
             host.advice()
         };
         assert_eq!(advice_at(5), None, "4 steps left");
-        assert_eq!(advice_at(6).as_deref(), Some("3 steps left: wrap up and give your final answer soon"));
-        assert_eq!(advice_at(8).as_deref(), Some("1 steps left: this is your last step, give your final answer now"));
+        assert_eq!(
+            advice_at(6).as_deref(),
+            Some("3 steps left: wrap up and give your final answer soon")
+        );
+        assert_eq!(
+            advice_at(8).as_deref(),
+            Some("1 steps left: this is your last step, give your final answer now")
+        );
         assert_eq!(advice_at(9), None, "no step is left to read advice");
         let mut host = at_step(8, 10);
         host.configure(&mut budget, r#"{"warn_at": 0}"#).unwrap();
@@ -134,9 +145,18 @@ mod tests {
 
     #[test]
     fn every_warning_says_steps_left() {
-        let config = Config { warn_at: 50, stop_at_limit: true };
+        let config = Config {
+            warn_at: 50,
+            stop_at_limit: true,
+        };
         for step in 0..60 {
-            let facts = TaskFacts { task_id: "t".into(), step, max_steps: 60, seed: 0, hook: Hook::StepEnd };
+            let facts = TaskFacts {
+                task_id: "t".into(),
+                step,
+                max_steps: 60,
+                seed: 0,
+                hook: Hook::StepEnd,
+            };
             if let Some(text) = config.warning(&facts) {
                 assert!(text.contains("steps left"), "{text}");
             }
@@ -155,21 +175,35 @@ mod tests {
             )
         );
         // A final answer on the last step is fine.
-        assert_eq!(host.after_model(&mut StepBudget::default(), "done", vec![]).verdict, Verdict::Pass);
+        assert_eq!(
+            host.after_model(&mut StepBudget::default(), "done", vec![])
+                .verdict,
+            Verdict::Pass
+        );
         // Earlier steps are fine.
         let mut host = at_step(8, 10);
-        assert_eq!(host.after_model(&mut StepBudget::default(), "", vec![call.clone()]).verdict, Verdict::Pass);
+        assert_eq!(
+            host.after_model(&mut StepBudget::default(), "", vec![call.clone()])
+                .verdict,
+            Verdict::Pass
+        );
         // And it can be switched off.
         let mut host = at_step(9, 10);
         let mut budget = StepBudget::default();
-        host.configure(&mut budget, r#"{"stop_at_limit": false}"#).unwrap();
-        assert_eq!(host.after_model(&mut budget, "", vec![call]).verdict, Verdict::Pass);
+        host.configure(&mut budget, r#"{"stop_at_limit": false}"#)
+            .unwrap();
+        assert_eq!(
+            host.after_model(&mut budget, "", vec![call]).verdict,
+            Verdict::Pass
+        );
     }
 
     #[test]
     fn unknown_keys_are_named() {
         let host = TestHost::new();
-        let error = host.configure(&mut StepBudget::default(), r#"{"warn": 2}"#).unwrap_err();
+        let error = host
+            .configure(&mut StepBudget::default(), r#"{"warn": 2}"#)
+            .unwrap_err();
         assert!(error.contains("unknown field `warn`"), "{error}");
     }
 }

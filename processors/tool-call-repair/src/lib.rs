@@ -28,7 +28,10 @@
 
 pub mod repair;
 
-use kiln_guest::{config, task, Call, Conversation, Hook, Info, Level, Processor, Response, Toolset, ToolSpec, Verdict};
+use kiln_guest::{
+    config, task, Call, Conversation, Hook, Info, Level, Processor, Response, ToolSpec, Toolset,
+    Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::repair::{calls_in_text, nearest_tool, repair_arguments, ArgumentRepair};
@@ -48,7 +51,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { map_names: true, text_calls: true }
+        Config {
+            map_names: true,
+            text_calls: true,
+        }
     }
 }
 
@@ -64,7 +70,10 @@ pub struct KnownTool {
 impl KnownTool {
     /// Reads what matters from a tool spec.
     pub fn from_spec(spec: &ToolSpec) -> Self {
-        KnownTool { name: spec.name.clone(), single_parameter: single_parameter(&spec.parameters) }
+        KnownTool {
+            name: spec.name.clone(),
+            single_parameter: single_parameter(&spec.parameters),
+        }
     }
 }
 
@@ -76,7 +85,11 @@ fn single_parameter(schema: &str) -> Option<String> {
             return properties.keys().next().cloned();
         }
     }
-    match schema.get("required").and_then(|r| r.as_array()).map(Vec::as_slice) {
+    match schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+    {
         Some([only]) => only.as_str().map(str::to_owned),
         _ => None,
     }
@@ -102,7 +115,11 @@ pub struct Repaired {
 impl Repairer {
     /// A repairer that knows no tools yet.
     pub fn new(config: Config) -> Self {
-        Repairer { config, tools: Vec::new(), names: Vec::new() }
+        Repairer {
+            config,
+            tools: Vec::new(),
+            names: Vec::new(),
+        }
     }
 
     /// Remembers the tools offered to the model.
@@ -117,16 +134,24 @@ impl Repairer {
     }
 
     fn single_parameter_of(&self, name: &str) -> Option<&str> {
-        self.tools.iter().find(|tool| tool.name == name).and_then(|tool| tool.single_parameter.as_deref())
+        self.tools
+            .iter()
+            .find(|tool| tool.name == name)
+            .and_then(|tool| tool.single_parameter.as_deref())
     }
 
     /// Repairs the calls of a response; `step` makes fresh call ids unique.
     pub fn repair_calls(&self, calls: &[Call], step: u32) -> Repaired {
-        let mut repaired = Repaired { calls: calls.to_vec(), changes: Vec::new() };
+        let mut repaired = Repaired {
+            calls: calls.to_vec(),
+            changes: Vec::new(),
+        };
         for (index, call) in repaired.calls.iter_mut().enumerate() {
             if self.config.map_names && !self.names.is_empty() {
                 if let Some(known) = nearest_tool(&call.name, &self.names) {
-                    repaired.changes.push(format!("renamed tool `{}` to `{known}`", call.name));
+                    repaired
+                        .changes
+                        .push(format!("renamed tool `{}` to `{known}`", call.name));
                     call.name = known.to_owned();
                 }
             }
@@ -146,7 +171,10 @@ impl Repairer {
             }
             if call.id.trim().is_empty() {
                 call.id = format!("repair-{step}-{index}");
-                repaired.changes.push(format!("gave the call to `{}` the id `{}`", call.name, call.id));
+                repaired.changes.push(format!(
+                    "gave the call to `{}` the id `{}`",
+                    call.name, call.id
+                ));
             }
         }
         repaired
@@ -161,12 +189,18 @@ impl Repairer {
             .into_iter()
             .enumerate()
             .filter_map(|(index, found)| {
-                let arguments = match repair_arguments(&found.arguments, self.single_parameter_of(&found.name)) {
-                    ArgumentRepair::WellFormed => found.arguments.trim().to_owned(),
-                    ArgumentRepair::Repaired(arguments) => arguments,
-                    ArgumentRepair::Unrepairable => return None,
-                };
-                Some(Call::new(format!("repair-{step}-{index}"), found.name, arguments))
+                let arguments =
+                    match repair_arguments(&found.arguments, self.single_parameter_of(&found.name))
+                    {
+                        ArgumentRepair::WellFormed => found.arguments.trim().to_owned(),
+                        ArgumentRepair::Repaired(arguments) => arguments,
+                        ArgumentRepair::Unrepairable => return None,
+                    };
+                Some(Call::new(
+                    format!("repair-{step}-{index}"),
+                    found.name,
+                    arguments,
+                ))
             })
             .collect()
     }
@@ -208,7 +242,8 @@ impl Processor for ToolCallRepair {
     }
 
     fn on_task_start(&mut self, _conv: &Conversation<'_>, tools: &Toolset<'_>) -> Verdict {
-        self.repairer.learn_tools(tools.all().iter().map(KnownTool::from_spec).collect());
+        self.repairer
+            .learn_tools(tools.all().iter().map(KnownTool::from_spec).collect());
         Verdict::Pass
     }
 
@@ -219,7 +254,10 @@ impl Processor for ToolCallRepair {
             let found = self.repairer.calls_from_text(&response.text(), step);
             if !found.is_empty() {
                 let names: Vec<&str> = found.iter().map(|call| call.name.as_str()).collect();
-                kiln_guest::log(Level::Info, &format!("turned text into calls: {}", names.join(", ")));
+                kiln_guest::log(
+                    Level::Info,
+                    &format!("turned text into calls: {}", names.join(", ")),
+                );
                 response.set_calls(&found);
             }
             return Verdict::Pass;
@@ -244,8 +282,16 @@ mod tests {
 
     fn shop_tools() -> Vec<ToolSpec> {
         vec![
-            ToolSpec::new("search", "Search products", r#"{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}"#),
-            ToolSpec::new("click", "Click an element", r#"{"type":"object","properties":{"id":{"type":"integer"},"double":{"type":"boolean"}},"required":["id"]}"#),
+            ToolSpec::new(
+                "search",
+                "Search products",
+                r#"{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}"#,
+            ),
+            ToolSpec::new(
+                "click",
+                "Click an element",
+                r#"{"type":"object","properties":{"id":{"type":"integer"},"double":{"type":"boolean"}},"required":["id"]}"#,
+            ),
         ]
     }
 
@@ -264,8 +310,14 @@ mod tests {
         assert_eq!(
             processor.repairer.tools(),
             [
-                KnownTool { name: "search".into(), single_parameter: Some("query".into()) },
-                KnownTool { name: "click".into(), single_parameter: Some("id".into()) },
+                KnownTool {
+                    name: "search".into(),
+                    single_parameter: Some("query".into())
+                },
+                KnownTool {
+                    name: "click".into(),
+                    single_parameter: Some("id".into())
+                },
             ]
         );
     }
@@ -299,13 +351,21 @@ mod tests {
         );
         assert_eq!(outcome.verdict, Verdict::Pass);
         let logs = host.logs();
-        assert!(logs.iter().any(|(_, line)| line == "renamed tool `clik` to `click`"), "{logs:?}");
+        assert!(
+            logs.iter()
+                .any(|(_, line)| line == "renamed tool `clik` to `click`"),
+            "{logs:?}"
+        );
     }
 
     #[test]
     fn a_bare_value_fills_the_only_parameter() {
         let (mut host, mut processor) = started();
-        let outcome = host.after_model(&mut processor, "", vec![Call::new("c1", "search", "red shoes")]);
+        let outcome = host.after_model(
+            &mut processor,
+            "",
+            vec![Call::new("c1", "search", "red shoes")],
+        );
         assert_eq!(outcome.calls[0].arguments, r#"{"query":"red shoes"}"#);
     }
 
@@ -313,7 +373,11 @@ mod tests {
     fn calls_without_ids_get_fresh_ones() {
         let (mut host, mut processor) = started();
         host.set_step(3);
-        let outcome = host.after_model(&mut processor, "", vec![Call::new("", "search", r#"{"query":"a"}"#)]);
+        let outcome = host.after_model(
+            &mut processor,
+            "",
+            vec![Call::new("", "search", r#"{"query":"a"}"#)],
+        );
         assert_eq!(outcome.calls[0].id, "repair-3-0");
     }
 
@@ -323,10 +387,20 @@ mod tests {
         host.set_step(2);
         let text = r#"Action: search[{"query": "red shoes"}]"#;
         let outcome = host.after_model(&mut processor, text, vec![]);
-        assert_eq!(outcome.calls, [Call::new("repair-2-0", "search", r#"{"query": "red shoes"}"#)]);
+        assert_eq!(
+            outcome.calls,
+            [Call::new(
+                "repair-2-0",
+                "search",
+                r#"{"query": "red shoes"}"#
+            )]
+        );
         assert_eq!(outcome.text, text, "the text is kept");
         let outcome = host.after_model(&mut processor, "click({'id': 7})", vec![]);
-        assert_eq!(outcome.calls, [Call::new("repair-2-0", "click", r#"{"id":7}"#)]);
+        assert_eq!(
+            outcome.calls,
+            [Call::new("repair-2-0", "click", r#"{"id":7}"#)]
+        );
         let outcome = host.after_model(&mut processor, "search[red shoes]", vec![]);
         assert_eq!(outcome.calls[0].arguments, r#"{"query":"red shoes"}"#);
     }
@@ -337,18 +411,27 @@ mod tests {
         let outcome = host.after_model(&mut processor, "I bought the red shoes. Done.", vec![]);
         assert!(outcome.calls.is_empty());
         let outcome = host.after_model(&mut processor, "teleport[{\"to\": 1}]", vec![]);
-        assert!(outcome.calls.is_empty(), "only known tools are called from text");
+        assert!(
+            outcome.calls.is_empty(),
+            "only known tools are called from text"
+        );
     }
 
     #[test]
     fn config_switches_features_off() {
         let (mut host, mut processor) = started();
-        host.configure(&mut processor, r#"{"map_names": false, "text_calls": false}"#).unwrap();
+        host.configure(
+            &mut processor,
+            r#"{"map_names": false, "text_calls": false}"#,
+        )
+        .unwrap();
         let outcome = host.after_model(&mut processor, "search[{\"query\": \"x\"}]", vec![]);
         assert!(outcome.calls.is_empty());
         let outcome = host.after_model(&mut processor, "", vec![Call::new("c", "Search", "{}")]);
         assert_eq!(outcome.calls[0].name, "Search");
-        let error = host.configure(&mut processor, r#"{"map_tools": true}"#).unwrap_err();
+        let error = host
+            .configure(&mut processor, r#"{"map_tools": true}"#)
+            .unwrap_err();
         assert!(error.contains("unknown field `map_tools`"), "{error}");
     }
 
@@ -359,6 +442,9 @@ mod tests {
         let mut successor = ToolCallRepair::default();
         host.load_state(&mut successor, &state).unwrap();
         assert_eq!(successor.repairer.tools(), processor.repairer.tools());
-        assert!(host.load_state(&mut successor, b"{not json").unwrap_err().contains("cannot load this state"));
+        assert!(host
+            .load_state(&mut successor, b"{not json")
+            .unwrap_err()
+            .contains("cannot load this state"));
     }
 }

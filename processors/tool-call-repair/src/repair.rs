@@ -31,9 +31,10 @@ pub fn repair_arguments(raw: &str, single_parameter: Option<&str>) -> ArgumentRe
         Ok(Value::Object(_)) => return ArgumentRepair::WellFormed,
         Ok(value) => {
             return match (single_parameter, value) {
-                (Some(parameter), value @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
-                    ArgumentRepair::Repaired(wrap(parameter, value))
-                }
+                (
+                    Some(parameter),
+                    value @ (Value::String(_) | Value::Number(_) | Value::Bool(_)),
+                ) => ArgumentRepair::Repaired(wrap(parameter, value)),
                 _ => ArgumentRepair::Unrepairable,
             }
         }
@@ -79,7 +80,9 @@ fn parse_object(text: &str) -> Option<String> {
 
 /// The inside of the first ```` ``` ```` fence, if the text has one.
 fn strip_code_fence(text: &str) -> &str {
-    let Some(open) = text.find("```") else { return text };
+    let Some(open) = text.find("```") else {
+        return text;
+    };
     let after_open = &text[open + 3..];
     // Skip the info string (`json`) up to the end of the line.
     let body_start = after_open.find('\n').map_or(0, |at| at + 1);
@@ -126,7 +129,9 @@ fn rewrite_json(text: &str) -> String {
             }
             c if c.is_alphabetic() || c == '_' || c == '$' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '$' | '-' | '.')) {
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '$' | '-' | '.'))
+                {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
@@ -225,7 +230,10 @@ fn drop_trailing_colon(out: &mut String) {
 /// `functions.web_search` all become `websearch`.
 pub fn normalize_name(name: &str) -> String {
     let base = name.rsplit('.').next().unwrap_or(name);
-    base.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    base.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// The known tool that an unknown `name` most likely meant, if exactly one
@@ -244,11 +252,16 @@ pub fn nearest_tool<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
         [only] => Some(known[*only].as_str()),
         _ => None,
     };
-    let same: Vec<usize> = (0..known.len()).filter(|&i| normalized[i] == wanted).collect();
+    let same: Vec<usize> = (0..known.len())
+        .filter(|&i| normalized[i] == wanted)
+        .collect();
     if !same.is_empty() {
         return unique(same);
     }
-    let distances: Vec<usize> = normalized.iter().map(|tool| edit_distance(&wanted, tool)).collect();
+    let distances: Vec<usize> = normalized
+        .iter()
+        .map(|tool| edit_distance(&wanted, tool))
+        .collect();
     if let Some(&best) = distances.iter().min() {
         let longest = |i: usize| wanted.chars().count().max(normalized[i].chars().count());
         let close: Vec<usize> = (0..known.len())
@@ -261,7 +274,8 @@ pub fn nearest_tool<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
     let containing: Vec<usize> = (0..known.len())
         .filter(|&i| {
             normalized[i].chars().count() >= 4
-                && (wanted.contains(normalized[i].as_str()) || normalized[i].contains(wanted.as_str()))
+                && (wanted.contains(normalized[i].as_str())
+                    || normalized[i].contains(wanted.as_str()))
         })
         .collect();
     unique(containing)
@@ -301,12 +315,17 @@ pub fn calls_in_text(text: &str, known: &[String]) -> Vec<TextCall> {
         while let Some(offset) = text[from..].find(name.as_str()) {
             let at = from + offset;
             from = at + name.len();
-            let before_ok = text[..at].chars().next_back().is_none_or(|c| !is_name_char(c));
+            let before_ok = text[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !is_name_char(c));
             if !before_ok {
                 continue;
             }
             let rest = &text[at + name.len()..];
-            let Some(open) = rest.chars().next() else { continue };
+            let Some(open) = rest.chars().next() else {
+                continue;
+            };
             let close = match open {
                 '[' => ']',
                 '(' => ')',
@@ -314,7 +333,13 @@ pub fn calls_in_text(text: &str, known: &[String]) -> Vec<TextCall> {
             };
             if let Some(length) = bracketed_length(&rest[1..], open, close) {
                 let arguments = rest[1..1 + length].to_owned();
-                found.push((at, TextCall { name: name.clone(), arguments }));
+                found.push((
+                    at,
+                    TextCall {
+                        name: name.clone(),
+                        arguments,
+                    },
+                ));
                 from = at + name.len() + 1 + length + 1;
             }
         }
@@ -372,39 +397,60 @@ mod tests {
 
     #[test]
     fn well_formed_objects_are_left_alone() {
-        assert_eq!(repair_arguments(r#"{"q": "a", "n": [1, 2]}"#, None), ArgumentRepair::WellFormed);
-        assert_eq!(repair_arguments("{}", Some("q")), ArgumentRepair::WellFormed);
+        assert_eq!(
+            repair_arguments(r#"{"q": "a", "n": [1, 2]}"#, None),
+            ArgumentRepair::WellFormed
+        );
+        assert_eq!(
+            repair_arguments("{}", Some("q")),
+            ArgumentRepair::WellFormed
+        );
     }
 
     #[test]
     fn single_quotes_and_python_literals() {
-        assert_eq!(repaired("{'q': 'red shoes', 'exact': True, 'page': None}"), r#"{"exact":true,"page":null,"q":"red shoes"}"#);
+        assert_eq!(
+            repaired("{'q': 'red shoes', 'exact': True, 'page': None}"),
+            r#"{"exact":true,"page":null,"q":"red shoes"}"#
+        );
         assert_eq!(repaired(r#"{'q': 'say "hi"'}"#), r#"{"q":"say \"hi\""}"#);
         assert_eq!(repaired(r"{'q': 'it\'s'}"), r#"{"q":"it's"}"#);
     }
 
     #[test]
     fn trailing_commas_go() {
-        assert_eq!(repaired(r#"{"a": [1, 2,], "b": 3,}"#), r#"{"a":[1,2],"b":3}"#);
+        assert_eq!(
+            repaired(r#"{"a": [1, 2,], "b": 3,}"#),
+            r#"{"a":[1,2],"b":3}"#
+        );
     }
 
     #[test]
     fn unclosed_strings_and_brackets_are_closed() {
         assert_eq!(repaired(r#"{"q": "red shoes"#), r#"{"q":"red shoes"}"#);
         assert_eq!(repaired(r#"{"q": {"a": [1, 2"#), r#"{"q":{"a":[1,2]}}"#);
-        assert_eq!(repaired(r#"{"q": "x", "page":"#), r#"{"page":null,"q":"x"}"#);
+        assert_eq!(
+            repaired(r#"{"q": "x", "page":"#),
+            r#"{"page":null,"q":"x"}"#
+        );
         assert_eq!(repaired(r#"{"a": [1, 2}"#), r#"{"a":[1,2]}"#);
     }
 
     #[test]
     fn unquoted_keys_and_bare_words() {
-        assert_eq!(repaired("{query: \"red shoes\", limit: 5}"), r#"{"limit":5,"query":"red shoes"}"#);
+        assert_eq!(
+            repaired("{query: \"red shoes\", limit: 5}"),
+            r#"{"limit":5,"query":"red shoes"}"#
+        );
         assert_eq!(repaired("{query: red shoes}"), r#"{"query":"red shoes"}"#);
     }
 
     #[test]
     fn text_and_fences_around_the_json_are_cut() {
-        assert_eq!(repaired("Sure! Here are the arguments: {\"q\": \"a\"} Hope that helps."), r#"{"q":"a"}"#);
+        assert_eq!(
+            repaired("Sure! Here are the arguments: {\"q\": \"a\"} Hope that helps."),
+            r#"{"q":"a"}"#
+        );
         assert_eq!(repaired("```json\n{\"q\": \"a\",}\n```"), r#"{"q":"a"}"#);
     }
 
@@ -415,21 +461,42 @@ mod tests {
 
     #[test]
     fn bare_values_fill_a_single_parameter() {
-        assert_eq!(repair_arguments("red shoes", Some("query")), ArgumentRepair::Repaired(r#"{"query":"red shoes"}"#.into()));
-        assert_eq!(repair_arguments(r#""red shoes""#, Some("query")), ArgumentRepair::Repaired(r#"{"query":"red shoes"}"#.into()));
-        assert_eq!(repair_arguments("red shoes", None), ArgumentRepair::Unrepairable);
-        assert_eq!(repair_arguments("[1, 2]", Some("query")), ArgumentRepair::Unrepairable);
+        assert_eq!(
+            repair_arguments("red shoes", Some("query")),
+            ArgumentRepair::Repaired(r#"{"query":"red shoes"}"#.into())
+        );
+        assert_eq!(
+            repair_arguments(r#""red shoes""#, Some("query")),
+            ArgumentRepair::Repaired(r#"{"query":"red shoes"}"#.into())
+        );
+        assert_eq!(
+            repair_arguments("red shoes", None),
+            ArgumentRepair::Unrepairable
+        );
+        assert_eq!(
+            repair_arguments("[1, 2]", Some("query")),
+            ArgumentRepair::Unrepairable
+        );
     }
 
     #[test]
     fn nonsense_stays_unrepairable() {
-        assert_eq!(repair_arguments("{{{:::", None), ArgumentRepair::Unrepairable);
+        assert_eq!(
+            repair_arguments("{{{:::", None),
+            ArgumentRepair::Unrepairable
+        );
     }
 
     #[test]
     fn names_map_to_the_nearest_known_tool() {
-        let known: Vec<String> = ["search", "click", "buy_item", "read_page"].map(String::from).to_vec();
-        assert_eq!(nearest_tool("search", &known), None, "a known name needs no mapping");
+        let known: Vec<String> = ["search", "click", "buy_item", "read_page"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            nearest_tool("search", &known),
+            None,
+            "a known name needs no mapping"
+        );
         assert_eq!(nearest_tool("Search", &known), Some("search"));
         assert_eq!(nearest_tool("functions.search", &known), Some("search"));
         assert_eq!(nearest_tool("buy-item", &known), Some("buy_item"));
@@ -455,15 +522,27 @@ mod tests {
     #[test]
     fn calls_written_as_text_are_found() {
         let known: Vec<String> = ["search", "click"].map(String::from).to_vec();
-        let found = calls_in_text(r#"I will search[{"query": "red [shoes]"}] and then click({"id": 3})."#, &known);
+        let found = calls_in_text(
+            r#"I will search[{"query": "red [shoes]"}] and then click({"id": 3})."#,
+            &known,
+        );
         assert_eq!(
             found,
             [
-                TextCall { name: "search".into(), arguments: r#"{"query": "red [shoes]"}"#.into() },
-                TextCall { name: "click".into(), arguments: r#"{"id": 3}"#.into() },
+                TextCall {
+                    name: "search".into(),
+                    arguments: r#"{"query": "red [shoes]"}"#.into()
+                },
+                TextCall {
+                    name: "click".into(),
+                    arguments: r#"{"id": 3}"#.into()
+                },
             ]
         );
         assert!(calls_in_text("research[x] and search it", &known).is_empty());
-        assert!(calls_in_text("search[{\"q\": 1}", &known).is_empty(), "an unclosed call is not a call");
+        assert!(
+            calls_in_text("search[{\"q\": 1}", &known).is_empty(),
+            "an unclosed call is not a call"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! while steps remain).
 
 use super::*;
-use crate::chat::{Message, Role};
+use crate::chat::Message;
 use crate::env::house::HouseSuite;
 use crate::env::shop::ShopSuite;
 use crate::env::{Score, Split, Suite};
@@ -194,34 +194,290 @@ fn repair_json(text: &str) -> Option<String> {
 
 fn success_rate(profile: &str, suite: &dyn Suite, tasks: usize, helpers: Helpers) -> f64 {
     let sim = Sim::from_spec(profile).unwrap();
-    let ids = suite.tasks(Split::Test);
+    let mut ids = suite.tasks(Split::Test);
+    ids.extend(suite.tasks(Split::Train));
     let solved = ids.iter().take(tasks).filter(|task| run(&sim, suite, task, 0, helpers).score.success).count();
     solved as f64 / tasks.min(ids.len()) as f64
 }
 
+/// Run with `cargo test -p kiln --lib sim::tests::print_success_rates --
+/// --ignored --nocapture` (optionally `SIM_PROFILES=weak,weak?window=900`
+/// and `SIM_ABLATE=1` for one helper at a time) when retuning profiles.
 #[test]
 #[ignore = "prints a table for tuning the profiles"]
 fn print_success_rates() {
     let shop = ShopSuite::new();
     let house = HouseSuite::new();
-    for profile in ["perfect", "strong", "mid", "weak"] {
+    let profiles = std::env::var("SIM_PROFILES").unwrap_or("perfect,strong,mid,weak".into());
+    for profile in profiles.split(',') {
         for (name, suite) in [("shop", &shop as &dyn Suite), ("house", &house as &dyn Suite)] {
-            let bare = success_rate(profile, suite, 100, BARE);
-            let stock = success_rate(profile, suite, 100, STOCK);
+            let bare = success_rate(profile, suite, 300, BARE);
+            let stock = success_rate(profile, suite, 300, STOCK);
             println!("{profile:8} {name:6} bare {bare:.2} stock {stock:.2}");
+            if std::env::var("SIM_ABLATE").is_ok() {
+                let only = [
+                    ("pin", Helpers { goal_pin: Some(6), ..BARE }),
+                    ("loop", Helpers { loop_guard: true, ..BARE }),
+                    ("repair", Helpers { repair: true, ..BARE }),
+                    ("trim", Helpers { trim: Some(420), ..BARE }),
+                    ("budget", Helpers { budget: true, ..BARE }),
+                    ("all-but-trim", Helpers { trim: None, ..STOCK }),
+                ];
+                for (label, helpers) in only {
+                    println!("    only {label:12} {:.2}", success_rate(profile, suite, 300, helpers));
+                }
+            }
         }
     }
 }
 
-#[test]
-fn print_one() {
-    let shop = ShopSuite::new();
-    let sim = Sim::from_spec("weak").unwrap();
-    let out = run(&sim, &shop, "shop/test/1", 0, BARE);
-    for m in &out.transcript {
-        println!("--- {:?} {}", m.role, m.content);
-        for c in &m.calls { println!("    CALL {} {}", c.name, c.arguments); }
+
+fn shop() -> ShopSuite {
+    ShopSuite::new()
+}
+
+fn house() -> HouseSuite {
+    HouseSuite::new()
+}
+
+/// The first user message of `task` followed by `calls` and their results.
+fn scripted(suite: &dyn Suite, task: &str, calls: &[(&str, serde_json::Value)]) -> (Vec<Message>, Vec<ToolSpec>) {
+    let mut env = suite.make().unwrap();
+    let start = env.reset(task, 0).unwrap();
+    let mut messages = vec![Message::user(start.prompt)];
+    for (n, (name, args)) in calls.iter().enumerate() {
+        let call = ToolCall { id: format!("c{n}"), name: name.to_string(), arguments: args.to_string() };
+        let observation = env.step(&call).unwrap();
+        messages.push(Message::assistant("", vec![call]));
+        messages.push(Message::tool(format!("c{n}"), observation.content));
     }
-    println!("{:?}", out.score);
-    let _ = Role::User;
+    (messages, start.tools)
+}
+
+/// Messages that bring the shop oracle to the point of buying `task`.
+fn ready_to_buy(task: &str) -> (Vec<Message>, Vec<ToolSpec>) {
+    let suite = shop();
+    let mut env = suite.env();
+    let start = crate::env::Environment::reset(&mut env, task, 0).unwrap();
+    let mut messages = vec![Message::user(start.prompt)];
+    while let Some(call) = env.oracle_call() {
+        if call.name == "buy" {
+            break;
+        }
+        let observation = crate::env::Environment::step(&mut env, &call).unwrap();
+        messages.push(Message::assistant("", vec![call.clone()]));
+        messages.push(Message::tool(call.id, observation.content));
+    }
+    (messages, start.tools)
+}
+
+fn request(messages: Vec<Message>, tools: Vec<ToolSpec>) -> ModelRequest {
+    ModelRequest { system: SYSTEM.to_string(), messages, tools, seed: 3, ..ModelRequest::default() }
+}
+
+fn reply(spec: &str, request: &ModelRequest) -> ModelResponse {
+    Sim::from_spec(spec).unwrap().respond(request)
+}
+
+fn raw(response: &ModelResponse) -> serde_json::Value {
+    serde_json::from_str(response.raw.as_deref().unwrap()).unwrap()
+}
+
+#[test]
+fn strong_solves_at_least_90_percent_of_both_suites() {
+    for (name, suite) in [("shop", &shop() as &dyn Suite), ("house", &house() as &dyn Suite)] {
+        let rate = success_rate("strong", suite, 50, BARE);
+        assert!(rate >= 0.9, "sim:strong solved only {rate:.2} of {name}");
+    }
+}
+
+#[test]
+fn weak_alone_solves_a_minority_and_the_stock_helpers_lift_it() {
+    for (name, suite) in [("shop", &shop() as &dyn Suite), ("house", &house() as &dyn Suite)] {
+        let bare = success_rate("weak", suite, 50, BARE);
+        let helped = success_rate("weak", suite, 50, STOCK);
+        assert!((0.1..=0.5).contains(&bare), "sim:weak alone solved {bare:.2} of {name}");
+        assert!(helped >= bare + 0.2, "{name}: helpers lifted sim:weak only from {bare:.2} to {helped:.2}");
+    }
+}
+
+#[test]
+fn same_seed_same_transcript_and_other_seeds_differ() {
+    let sim = Sim::from_spec("weak").unwrap();
+    let mut differs = false;
+    for (suite, prefix) in [(&shop() as &dyn Suite, "shop"), (&house() as &dyn Suite, "house")] {
+        for index in 0..5 {
+            let task = format!("{prefix}/test/{index}");
+            for helpers in [BARE, STOCK] {
+                let a = run(&sim, suite, &task, 11, helpers);
+                let b = run(&sim, suite, &task, 11, helpers);
+                assert_eq!(a.transcript, b.transcript, "{task}");
+                assert_eq!(a.responses, b.responses, "{task}");
+                assert_eq!(a.score, b.score, "{task}");
+                differs |= run(&sim, suite, &task, 12, helpers).transcript != a.transcript;
+            }
+        }
+    }
+    assert!(differs, "another seed should change some transcript");
+}
+
+#[test]
+fn the_same_request_gets_the_same_reply() {
+    let (messages, tools) = ready_to_buy("shop/train/4");
+    let req = request(messages, tools);
+    for spec in ["weak", "mid", "strong"] {
+        assert_eq!(reply(spec, &req), reply(spec, &req), "{spec}");
+    }
+}
+
+#[test]
+fn calls_written_as_text_end_the_task_unless_repaired() {
+    let (messages, tools) = scripted(&shop(), "shop/test/0", &[]);
+    let names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+    let mut response = reply("perfect?text_call_rate=1", &request(messages, tools));
+    assert!(response.calls.is_empty());
+    assert!(response.text.contains("search[{\"query\":"), "{}", response.text);
+    repair(&mut response, &names);
+    assert_eq!(response.calls.len(), 1);
+    assert_eq!(response.calls[0].name, "search");
+}
+
+#[test]
+fn malformed_json_and_invented_names_are_repairable() {
+    let (messages, tools) = scripted(&shop(), "shop/test/0", &[]);
+    let names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+    let req = request(messages, tools);
+    let clean = reply("perfect", &req).calls.remove(0);
+    let mut broken = reply("perfect?malformed_rate=1&invent_rate=1", &req);
+    let call = &broken.calls[0];
+    assert!(serde_json::from_str::<serde_json::Value>(&call.arguments).is_err(), "{}", call.arguments);
+    assert!(!names.contains(&call.name), "{}", call.name);
+    repair(&mut broken, &names);
+    // `find` has no nearest name; everything else maps back.
+    if broken.calls[0].name != "find" {
+        assert!(context::same_call(&broken.calls[0], &clean), "{:?} vs {:?}", broken.calls[0], clean);
+    }
+    assert_eq!(nearest_name("search_products", &names).as_deref(), Some("search"));
+    assert_eq!(nearest_name("buy_now", &names).as_deref(), Some("buy"));
+}
+
+#[test]
+fn loops_persist_until_advice_or_a_block_breaks_them() {
+    let (messages, tools) = scripted(
+        &shop(),
+        "shop/test/2",
+        &[
+            ("search", serde_json::json!({ "query": "cotton" })),
+            ("next_page", serde_json::json!({})),
+            ("next_page", serde_json::json!({})),
+        ],
+    );
+    let stuck = "perfect?loop_persist=1&obey=0&obey_block=0";
+    let req = request(messages.clone(), tools.clone());
+    assert_eq!(reply(stuck, &req).calls[0].name, "next_page");
+    assert_eq!(raw(&reply(stuck, &req))["notes"][0], "loop_repeat");
+    assert_ne!(reply("perfect", &req).calls[0].name, "next_page", "without the loop flaw it moves on");
+
+    let mut advised = messages.clone();
+    advised.push(Message::user("[advice from loop-guard] You repeated next_page[{}] 2 times; try something different."));
+    let req = request(advised, tools.clone());
+    assert_eq!(reply(stuck, &req).calls[0].name, "next_page", "obey=0 ignores advice");
+    assert_ne!(reply("perfect?loop_persist=1&obey=1", &req).calls[0].name, "next_page");
+
+    let mut blocked = messages;
+    blocked.last_mut().unwrap().content = "[blocked by loop-guard] You repeated next_page[{}] 3 times.".to_string();
+    let req = request(blocked, tools);
+    assert_ne!(reply("perfect?loop_persist=1&obey=0&obey_block=1", &req).calls[0].name, "next_page");
+}
+
+#[test]
+fn early_stops_give_way_to_a_block() {
+    let (mut messages, tools) =
+        scripted(&house(), "house/test/0", &[("act", serde_json::json!({ "command": "look" })), ("admissible", serde_json::json!({}))]);
+    let quitter = "perfect?early_stop_rate=1&obey_block=1";
+    let response = reply(quitter, &request(messages.clone(), tools.clone()));
+    assert!(response.calls.is_empty(), "{response:?}");
+    messages.push(Message::user("[blocked by step-budget] 37 steps left: the task is not finished yet; keep going."));
+    assert_eq!(reply(quitter, &request(messages, tools)).calls.len(), 1);
+}
+
+#[test]
+fn a_dithering_shopper_buys_when_told_steps_are_running_out() {
+    let (mut messages, tools) = ready_to_buy("shop/test/7");
+    let dither = "perfect?dither_rate=1&obey=1";
+    assert_eq!(reply("perfect", &request(messages.clone(), tools.clone())).calls[0].name, "buy");
+    assert_ne!(reply(dither, &request(messages.clone(), tools.clone())).calls[0].name, "buy");
+    messages.push(Message::user("[advice from step-budget] 3 steps left: finish now."));
+    assert_eq!(reply(dither, &request(messages, tools)).calls[0].name, "buy");
+}
+
+#[test]
+fn without_the_goal_in_view_it_buys_whatever_is_open_and_a_pin_fixes_that() {
+    let suite = shop();
+    let mut env = suite.env();
+    let start = crate::env::Environment::reset(&mut env, "shop/test/9", 0).unwrap();
+    // A product of another type than the goal's: wrong for the task.
+    let goal = start.prompt.lines().next().unwrap().to_string();
+    let wrong = if goal.contains("coffee") { "tea" } else { "coffee" };
+    let (mut messages, tools) = scripted(
+        &suite,
+        "shop/test/9",
+        &[("search", serde_json::json!({ "query": wrong })), ("view", serde_json::json!({ "id": "P0001" }))],
+    );
+    let page = messages.last().unwrap().content.clone();
+    let first_result = messages[2].content.lines().nth(1).unwrap()[1..6].to_string();
+    messages.truncate(3);
+    messages.push(Message::assistant("", vec![ToolCall { id: "v".into(), name: "view".into(), arguments: serde_json::json!({ "id": first_result }).to_string() }]));
+    let (_, tail) = scripted(&suite, "shop/test/9", &[("search", serde_json::json!({ "query": wrong })), ("view", serde_json::json!({ "id": first_result }))]);
+    messages.push(Message::tool("v", tail.last().unwrap().content.clone()));
+    let _ = page;
+    let narrow = "perfect?window=200";
+    let forgetful = reply(narrow, &request(messages.clone(), tools.clone()));
+    assert_eq!(raw(&forgetful)["goal_in_view"], false);
+    assert_eq!(forgetful.calls[0].name, "buy", "with no goal in view it buys what is open");
+    assert_ne!(reply("perfect", &request(messages.clone(), tools.clone())).calls[0].name, "buy");
+    messages.push(Message::user(format!("Goal (pinned): {}", goal.trim_start_matches("Goal:").trim())));
+    let pinned = reply(narrow, &request(messages, tools));
+    assert_eq!(raw(&pinned)["goal_in_view"], true);
+    assert_ne!(pinned.calls[0].name, "buy");
+}
+
+#[test]
+fn inadmissible_commands_appear_at_the_invalid_rate() {
+    let suite = house();
+    let count = |spec: &str| {
+        let sim = Sim::from_spec(spec).unwrap();
+        (0..6)
+            .map(|i| run(&sim, &suite, &format!("house/test/{i}"), 0, BARE))
+            .flat_map(|o| o.transcript)
+            .filter(|m| m.role == crate::chat::Role::Tool && m.content == "Nothing happens.")
+            .count()
+    };
+    assert_eq!(count("perfect"), 0);
+    assert!(count("perfect?invalid_rate=0.5") >= 6);
+}
+
+#[test]
+fn unknown_tool_sets_get_a_final_answer() {
+    let tools = vec![ToolSpec::new("calculator", "adds", serde_json::json!({ "type": "object" }))];
+    let response = reply("strong", &request(vec![Message::user("Goal: add 2 and 2")], tools));
+    assert!(response.calls.is_empty() && response.text.contains("calculator"));
+}
+
+#[test]
+fn the_model_trait_answers_like_respond_and_reports_usage() {
+    let sim = Sim::from_spec("sim:mid?window=5000").unwrap();
+    assert_eq!(sim.describe(), "sim:mid?window=5000");
+    assert_eq!(sim.knobs().window, 5000);
+    let (messages, tools) = ready_to_buy("shop/train/2");
+    let small = request(messages[..1].to_vec(), tools.clone());
+    let big = request(messages, tools);
+    let mut future = sim.complete(&big);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let std::task::Poll::Ready(Ok(answer)) = future.as_mut().poll(&mut cx) else { panic!("sim must answer at once") };
+    assert_eq!(answer, sim.respond(&big));
+    assert!(answer.usage.input_tokens > sim.respond(&small).usage.input_tokens);
+    assert!(answer.usage.output_tokens > 0);
+    let error = Sim::from_spec("weak?patience=3").unwrap_err().to_string();
+    assert!(error.contains("unknown sim knob `patience`"), "{error}");
 }
