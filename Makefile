@@ -25,12 +25,17 @@ build: guests
 
 ## test: every test, host and guest
 test: guests
+	$(CARGO) test --manifest-path guest-sdk/Cargo.toml --target-dir $(GUEST_DIR)
 	$(CARGO) test --manifest-path processors/Cargo.toml --target-dir $(GUEST_DIR)
+	$(CARGO) test --manifest-path tests/fixtures/Cargo.toml --target-dir $(GUEST_DIR)
 	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) test -p kiln
 
 ## bench: criterion benchmarks; a summary lands in target/bench-summary.json
+##        (docs/performance.md says what each one measures; BENCH=hook/ten runs a subset)
 bench: guests
-	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) bench -p kiln
+	KILN_GUEST_OUT=$(GUEST_OUT) CRITERION_HOME=$(CURDIR)/target/criterion $(CARGO) bench -p kiln --benches -- $(BENCH)
+	@uptime
+	python3 scripts/bench-summary.py --criterion $(CURDIR)/target/criterion --out $(CURDIR)/target/bench-summary.json
 
 ## demo: the stock processors over a scripted conversation
 demo: guests
@@ -38,3 +43,33 @@ demo: guests
 
 clean:
 	$(CARGO) clean
+
+## tau2: the tau2 mock MCP eval server in the project venv .venv (idempotent)
+TAU2_MOCK_VERSION := 0.4.0
+TAU2_STAMP := .venv/.tau2-mock-mcp-eval-$(TAU2_MOCK_VERSION)
+.PHONY: tau2
+tau2: $(TAU2_STAMP)
+$(TAU2_STAMP):
+	@test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check tau2-mock-mcp-eval==$(TAU2_MOCK_VERSION)
+	@touch $@
+
+## bridges: the Python venv (.venv) the external environments' bridges run in
+## (bridges/requirements.txt); skipped when its stamp matches the requirements
+PYTHON3 ?= python3
+BRIDGE_VENV := $(CURDIR)/.venv
+BRIDGE_REQUIREMENTS := $(CURDIR)/bridges/requirements.txt
+BRIDGE_STAMP := $(BRIDGE_VENV)/.kiln-bridges.sha256
+.PHONY: bridges
+bridges:
+	@want=$$(sha256sum $(BRIDGE_REQUIREMENTS) | cut -d' ' -f1); \
+	if [ -x $(BRIDGE_VENV)/bin/python ] && [ "$$(cat $(BRIDGE_STAMP) 2>/dev/null)" = "$$want" ]; then \
+	  echo "bridges: .venv already matches bridges/requirements.txt"; \
+	else \
+	  echo "bridges: installing bridges/requirements.txt into .venv"; \
+	  rm -f $(BRIDGE_STAMP); \
+	  $(PYTHON3) -m venv $(BRIDGE_VENV) && \
+	  $(BRIDGE_VENV)/bin/python -m pip install --disable-pip-version-check --quiet -r $(BRIDGE_REQUIREMENTS) && \
+	  echo "$$want" > $(BRIDGE_STAMP) && \
+	  echo "bridges: .venv ready"; \
+	fi

@@ -260,6 +260,29 @@ fn code_cache() -> Result<(), Failed> {
     Ok(())
 }
 
+/// WASI randomness is seeded from (task seed, processor id) and clocks are
+/// virtual: the same seed and step give the same bytes and time, always.
+fn determinism() -> Result<(), Failed> {
+    let rt = runtime(true);
+    let observe = |seed: u64, step: u32| -> String {
+        let s = spec(&rt, "hostile", r#"{"attack":"entropy"}"#, Limits::default(), FailurePolicy::Skip);
+        let mut p = Pipeline::new(&rt, vec![s], "t", seed, 10).unwrap();
+        p.set_step(step);
+        let mut ctx = context();
+        let out = p.run(Hook::BeforeModel, &mut ctx);
+        assert!(out.reports[0].fault.is_none(), "{:?}", out.reports[0].fault);
+        ctx.messages.last().unwrap().content.clone()
+    };
+    let a = observe(7, 3);
+    assert_eq!(a, observe(7, 3), "same seed and step, different entropy");
+    let other_seed = observe(8, 3);
+    assert_ne!(a.split(' ').next(), other_seed.split(' ').next(), "the seed does not reach WASI randomness");
+    // 2026-01-01T00:00:00Z plus one virtual second per step.
+    assert!(a.ends_with(&format!("time={}", (1_767_225_600u128 + 3) * 1_000_000_000)), "{a}");
+    assert!(observe(7, 4).ends_with(&format!("time={}", (1_767_225_600u128 + 4) * 1_000_000_000)));
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
@@ -274,5 +297,6 @@ fn main() {
     }
     trials.push(Trial::test("bad_components", bad_components));
     trials.push(Trial::test("code_cache", code_cache));
+    trials.push(Trial::test("determinism", determinism));
     libtest_mimic::run(&args, trials).exit();
 }

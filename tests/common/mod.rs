@@ -33,6 +33,11 @@ fn guests() -> &'static PathBuf {
     })
 }
 
+/// Where the built components are.
+pub fn guest_out() -> PathBuf {
+    guests().clone()
+}
+
 /// The bytes of a component by crate name (`loop-guard`, `hostile`, ...).
 pub fn component(name: &str) -> Vec<u8> {
     let path = guests().join(format!("{}.wasm", name.replace('-', "_")));

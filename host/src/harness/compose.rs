@@ -223,7 +223,7 @@ mod tests {
     fn a_second_processor_in_a_singleton_group_is_refused() {
         let all = [facts("guard-1", Band::Normal, Some("loop-guard"), &[], &[]), facts("guard-2", Band::Normal, Some("loop-guard"), &[], &[])];
         let err = names(&all).unwrap_err();
-        assert_eq!(err.to_string(), "a second processor in singleton group `loop-guard`: `guard-2` joins `guard-1`");
+        assert_eq!(err.to_string(), "a second processor in singleton group `loop-guard` (`guard-2` joins `guard-1`)");
         assert_eq!(err.hint(), "remove one, or use replace");
     }
 

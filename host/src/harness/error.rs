@@ -12,7 +12,7 @@ use crate::store::{GetError, ObjectId, PutError, RefError, ResolveError};
 pub enum ComposeError {
     #[error("two processors are named `{name}`: names must be unique in a harness")]
     DuplicateName { name: String, first: usize, second: usize },
-    #[error("a second processor in singleton group `{group}`: `{second}` joins `{first}`")]
+    #[error("a second processor in singleton group `{group}` (`{second}` joins `{first}`)")]
     GroupConflict { group: String, first: String, second: String, at: usize },
     #[error("tool `{tool}` is provided by both `{first}` and `{second}`")]
     ToolCollision { tool: String, first: String, second: String, at: usize },
@@ -95,6 +95,9 @@ pub enum EditError {
     MergeSettingConflict { what: &'static str },
     #[error("a processor's config must be a JSON object, not {found}")]
     ConfigNotObject { found: &'static str },
+    /// The edit breaks a composition rule.
+    #[error("{0}: {hint}", hint = .0.hint())]
+    Compose(ComposeError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
 }
@@ -107,7 +110,7 @@ impl EditError {
             EditError::MergeConflict { name } => format!("replace `{name}` in one harness first, so both agree"),
             EditError::MergeSettingConflict { .. } => "set it the same in both, or apply set_system after the merge".into(),
             EditError::ConfigNotObject { .. } => "write the config as a JSON object, e.g. {\"window\": 8}".into(),
-            EditError::Assemble(AssembleError::Compose(c)) => c.hint(),
+            EditError::Compose(c) | EditError::Assemble(AssembleError::Compose(c)) => c.hint(),
             EditError::Assemble(_) => "check the component and its config with `kiln inspect`".into(),
         }
     }
@@ -143,6 +146,12 @@ pub enum HarnessError {
     },
     #[error("object {id} is not a lineage record: {reason}")]
     NotALineage { id: ObjectId, reason: String },
+    #[error("cannot apply a recorded edit to harness {parent}")]
+    Edit {
+        parent: ObjectId,
+        #[source]
+        source: EditError,
+    },
     #[error("`{name}` is not a harness name, id or id prefix: {reason}")]
     Unknown { name: String, reason: String },
 }

@@ -81,3 +81,4 @@ pub mod text_actions;
 pub mod cache;
 pub mod fallback;
 pub mod spec;
+pub mod sim;

@@ -242,7 +242,7 @@ impl ModelConfig {
 /// The `sim` arm, kept in one place: the simulated model lives in
 /// [`super::sim`].
 fn build_sim(spec: &str) -> Result<Box<dyn Model>, ModelError> {
-    Err(ModelError::Config(format!("TEMP STUB {spec}")))
+    Ok(Box::new(super::sim::Sim::from_spec(spec)?))
 }
 
 #[cfg(test)]
@@ -270,6 +270,20 @@ mod tests {
             "anthropic:claude-3-5-haiku-latest@https://api.anthropic.com"
         );
         assert_eq!(parse("anthropic:c@http://127.0.0.1:9/").unwrap().describe(), "anthropic:c@http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn sim_specs_delegate_to_the_simulator() {
+        let config = parse_config("sim:weak?loop_rate=0.5").unwrap();
+        assert_eq!((config.backend, config.model.as_str()), (Backend::Sim, "weak?loop_rate=0.5"));
+        let direct = super::super::sim::Sim::from_spec("weak?loop_rate=0.5").unwrap();
+        assert_eq!(parse("sim:weak?loop_rate=0.5").unwrap().describe(), direct.describe());
+        assert!(parse("sim:no-such-profile").is_err(), "the simulator's own spec errors come through");
+
+        let mut config = ModelConfig::new(Backend::Sim, "strong");
+        config.base_url = Some("http://x".into());
+        let message = config.build().err().unwrap().to_string();
+        assert!(message.contains("`base_url` has no meaning for the sim backend"), "{message}");
     }
 
     #[test]

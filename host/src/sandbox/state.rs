@@ -287,6 +287,16 @@ fn message_from_wit(m: types::Message) -> Message {
 pub(crate) fn spec_to_wit(t: &ToolSpec) -> types::ToolSpec {
     types::ToolSpec { name: t.name.clone(), description: t.description.clone(), parameters: t.parameters.to_string() }
 }
+/// A message a processor may put into the history: not a system message (the
+/// system prompt is not part of the history), and a tool message answers a call.
+fn check_message(m: &types::Message) -> Result<(), EditError> {
+    match m.role {
+        types::Role::System => Err(EditError::Invalid("the system prompt is not a history message; set it at task-start".into())),
+        types::Role::Tool if m.call_id.is_none() => Err(EditError::Invalid("a tool message needs the call-id of the call it answers".into())),
+        _ => Ok(()),
+    }
+}
+
 fn message_bytes(m: &types::Message) -> usize {
     m.content.len() + m.calls.iter().map(|c| c.id.len() + c.name.len() + c.arguments.len()).sum::<usize>()
 }
@@ -341,6 +351,9 @@ impl context::HostConversation for State {
         if index as usize > self.ctx.messages.len() {
             return Ok(Err(EditError::OutOfRange(index)));
         }
+        if let Err(e) = check_message(&msg) {
+            return Ok(Err(e));
+        }
         let message = message_from_wit(msg);
         self.ctx.messages.insert(index as usize, message.clone());
         self.record(Undo::Inserted(index as usize), Edit::Insert { index, message });
@@ -349,6 +362,9 @@ impl context::HostConversation for State {
     fn replace(&mut self, _: Resource<Conversation>, index: u32, msg: types::Message) -> wasmtime::Result<Result<(), EditError>> {
         self.allow("conversation.replace", &[Hook::StepStart])?;
         self.charge(message_bytes(&msg))?;
+        if let Err(e) = check_message(&msg) {
+            return Ok(Err(e));
+        }
         let Some(slot) = self.ctx.messages.get_mut(index as usize) else {
             return Ok(Err(EditError::OutOfRange(index)));
         };

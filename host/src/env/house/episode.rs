@@ -74,7 +74,18 @@ impl Episode {
                 cool: false,
             })
             .collect();
-        Episode { task, open, objects, location: None, holding: None, lamp_on: false, listing, steps: 0, max_steps, solved: false }
+        Episode {
+            task,
+            open,
+            objects,
+            location: None,
+            holding: None,
+            lamp_on: false,
+            listing,
+            steps: 0,
+            max_steps,
+            solved: false,
+        }
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -218,7 +229,11 @@ impl Episode {
                 }
                 self.objects[object].receptacle = None;
                 self.holding = Some(object);
-                Some(format!("You pick up the {} from the {}.", self.objects[object].name(), self.receptacle_name(from)))
+                Some(format!(
+                    "You pick up the {} from the {}.",
+                    self.objects[object].name(),
+                    self.receptacle_name(from)
+                ))
             }
             Command::Put(object, into) => {
                 if self.location != Some(into) || self.is_closed(into) || self.holding != Some(object) {
@@ -240,7 +255,10 @@ impl Episode {
                     "heat" => "microwave",
                     _ => "fridge",
                 };
-                if self.location != Some(with) || self.holding != Some(object) || self.task.receptacles[with].kind != appliance {
+                if self.location != Some(with)
+                    || self.holding != Some(object)
+                    || self.task.receptacles[with].kind != appliance
+                {
                     return None;
                 }
                 let state = &mut self.objects[object];
@@ -252,7 +270,10 @@ impl Episode {
                 Some(format!("You {verb} the {} using the {}.", state.name(), self.receptacle_name(with)))
             }
             Command::Use(lamp) => {
-                if self.objects[lamp].kind != LAMP || self.location.is_none() || self.objects[lamp].receptacle != self.location {
+                if self.objects[lamp].kind != LAMP
+                    || self.location.is_none()
+                    || self.objects[lamp].receptacle != self.location
+                {
                     return None;
                 }
                 self.lamp_on = true;
@@ -261,7 +282,9 @@ impl Episode {
             Command::ExamineObject(object) => {
                 let state = &self.objects[object];
                 let visible = self.holding == Some(object)
-                    || (state.receptacle.is_some() && state.receptacle == self.location && !self.is_closed(state.receptacle?));
+                    || (state.receptacle.is_some()
+                        && state.receptacle == self.location
+                        && !self.is_closed(state.receptacle?));
                 if !visible {
                     return None;
                 }
@@ -354,7 +377,10 @@ impl Episode {
             TaskKind::Examine => {
                 self.lamp_on
                     && self.holding.is_some_and(|h| self.objects[h].kind == task.object)
-                    && self.objects.iter().any(|o| o.kind == LAMP && o.receptacle.is_some() && o.receptacle == self.location)
+                    && self
+                        .objects
+                        .iter()
+                        .any(|o| o.kind == LAMP && o.receptacle.is_some() && o.receptacle == self.location)
             }
             TaskKind::PickTwo => (0..task.receptacles.len()).any(|r| {
                 Some(task.receptacles[r].kind) == task.target

@@ -11,7 +11,7 @@
 //!
 //! Design choices:
 //! - ALFWorld's game files cannot be fetched offline, so rooms are generated
-//!   ([`world`]) from the task id alone; the task is the same for every seed.
+//!   (`world.rs`) from the task id alone; the task is the same for every seed.
 //! - The seed changes only the order in which receptacles are listed, the
 //!   order an agent tends to explore in: different seeds give different
 //!   trajectories over the same problem, which is what pass@k needs.
@@ -56,6 +56,7 @@ pub struct HouseSuite {
 }
 
 impl HouseSuite {
+    /// Generate every task (a millisecond or so).
     pub fn new() -> HouseSuite {
         let train = (0..TRAIN_TASKS).map(|i| HouseTask::generate(Split::Train, i)).collect();
         let test = (0..TEST_TASKS).map(|i| HouseTask::generate(Split::Test, i)).collect();
@@ -221,7 +222,10 @@ impl Environment for HouseEnv {
                 Ok(value @ Value::Object(_)) => value,
                 Ok(_) => {
                     episode.steps += 1;
-                    return error(format!("the arguments of `{}` must be a JSON object: {}", call.name, call.arguments));
+                    return error(format!(
+                        "the arguments of `{}` must be a JSON object: {}",
+                        call.name, call.arguments
+                    ));
                 }
                 Err(err) => {
                     episode.steps += 1;
@@ -305,7 +309,11 @@ mod tests {
                     let mut log = Vec::new();
                     while let Some(next) = env.oracle_call() {
                         let observation = env.step(&next).unwrap();
-                        assert!(!observation.is_error, "{task}: oracle's {} failed: {}", next.arguments, observation.content);
+                        assert!(
+                            !observation.is_error,
+                            "{task}: oracle's {} failed: {}",
+                            next.arguments, observation.content
+                        );
                         log.push(next.arguments);
                     }
                     assert!(env.score().success, "{task} seed {seed}: {log:?}");
@@ -388,7 +396,9 @@ mod tests {
         assert!(opened.content.starts_with("You open the cabinet 1. The cabinet 1 is open. In it, you see "));
         let listed = env.step(&ToolCall { id: "a".into(), name: "admissible".into(), arguments: "{}".into() }).unwrap();
         assert!(listed.content.starts_with("Admissible commands:\n") && listed.content.contains("\nclose cabinet 1\n"));
-        let malformed = env.step(&ToolCall { id: "m".into(), name: "act".into(), arguments: "{'command': 'look'}".into() }).unwrap();
+        let malformed = env
+            .step(&ToolCall { id: "m".into(), name: "act".into(), arguments: "{'command': 'look'}".into() })
+            .unwrap();
         assert!(malformed.is_error && malformed.content.starts_with("Error: the arguments of `act`"));
         let unknown = env.step(&ToolCall { id: "u".into(), name: "execute".into(), arguments: "{}".into() }).unwrap();
         assert!(unknown.is_error && unknown.content.contains("unknown tool `execute`"));

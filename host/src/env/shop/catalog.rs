@@ -99,7 +99,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["moisturizing", "volumizing", "anti dandruff", "color safe"],
             &["curly hair", "fine hair", "all hair types"],
         ],
-        options: &[("size", &["8 fl oz", "12 fl oz", "16 fl oz", "32 fl oz"]), ("scent", &["unscented", "lavender", "citrus", "mint"])],
+        options: &[
+            ("size", &["8 fl oz", "12 fl oz", "16 fl oz", "32 fl oz"]),
+            ("scent", &["unscented", "lavender", "citrus", "mint"]),
+        ],
         price: (6, 25),
     },
     TypeSpec {
@@ -162,7 +165,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["caffeine free", "caffeinated"],
             &["gluten free", "non gmo"],
         ],
-        options: &[("flavor", &["mint", "lemon", "chamomile", "ginger", "jasmine"]), ("size", &["20 count", "50 count", "100 count"])],
+        options: &[
+            ("flavor", &["mint", "lemon", "chamomile", "ginger", "jasmine"]),
+            ("size", &["20 count", "50 count", "100 count"]),
+        ],
         price: (4, 20),
     },
     TypeSpec {
@@ -174,7 +180,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["gluten free", "nut free", "dairy free"],
             &["chewy", "crunchy"],
         ],
-        options: &[("flavor", &["chocolate", "peanut butter", "almond", "mixed berry", "coconut"]), ("size", &["12 count", "24 count"])],
+        options: &[
+            ("flavor", &["chocolate", "peanut butter", "almond", "mixed berry", "coconut"]),
+            ("size", &["12 count", "24 count"]),
+        ],
         price: (10, 35),
     },
     TypeSpec {
@@ -211,7 +220,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["magnetic", "card holder", "kickstand"],
             &["raised edges", "anti scratch"],
         ],
-        options: &[("model", &["iphone 14", "iphone 15", "iphone 15 pro", "galaxy s23", "pixel 8"]), ("color", &["black", "clear", "navy", "pink", "purple"])],
+        options: &[
+            ("model", &["iphone 14", "iphone 15", "iphone 15 pro", "galaxy s23", "pixel 8"]),
+            ("color", &["black", "clear", "navy", "pink", "purple"]),
+        ],
         price: (8, 40),
     },
     TypeSpec {
@@ -259,7 +271,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["thermal insulated", "noise reducing"],
             &["grommet top", "rod pocket", "back tab"],
         ],
-        options: &[("size", &["52 x 63 inch", "52 x 84 inch", "52 x 95 inch"]), ("color", &["white", "grey", "navy", "beige", "sage green"])],
+        options: &[
+            ("size", &["52 x 63 inch", "52 x 84 inch", "52 x 95 inch"]),
+            ("color", &["white", "grey", "navy", "beige", "sage green"]),
+        ],
         price: (15, 60),
     },
     TypeSpec {
@@ -271,7 +286,10 @@ pub(crate) const TYPES: &[TypeSpec] = &[
             &["boho", "modern", "vintage", "geometric"],
             &["non slip", "rubber backed"],
         ],
-        options: &[("size", &["2 x 3 ft", "4 x 6 ft", "5 x 7 ft", "8 x 10 ft"]), ("color", &["grey", "blue", "beige", "multicolor", "ivory"])],
+        options: &[
+            ("size", &["2 x 3 ft", "4 x 6 ft", "5 x 7 ft", "8 x 10 ft"]),
+            ("color", &["grey", "blue", "beige", "multicolor", "ivory"]),
+        ],
         price: (30, 200),
     },
     TypeSpec {
@@ -289,8 +307,26 @@ pub(crate) const TYPES: &[TypeSpec] = &[
 ];
 
 const BRANDS: &[&str] = &[
-    "Northwind", "Bluepeak", "Ardent", "Lumora", "Kestrel", "Oakline", "Verano", "Halcyon", "Mistral", "Quillon",
-    "Tidewell", "Embery", "Corvane", "Silvaro", "Brightfold", "Pinecrest", "Astera", "Marlowe", "Zephra", "Caldera",
+    "Northwind",
+    "Bluepeak",
+    "Ardent",
+    "Lumora",
+    "Kestrel",
+    "Oakline",
+    "Verano",
+    "Halcyon",
+    "Mistral",
+    "Quillon",
+    "Tidewell",
+    "Embery",
+    "Corvane",
+    "Silvaro",
+    "Brightfold",
+    "Pinecrest",
+    "Astera",
+    "Marlowe",
+    "Zephra",
+    "Caldera",
 ];
 
 /// Families per product type; with 5 members each that is 21 × 12 × 5 = 1,260 products.
@@ -442,7 +478,7 @@ fn variants_of(rng: &mut SplitMix64, base: &Product) -> Vec<Product> {
 }
 
 fn jitter_price(rng: &mut SplitMix64, cents: u32) -> u32 {
-    let factor = rng.range(90, 110) as u64;
+    let factor = rng.range(90, 110);
     ((cents as u64 * factor / 100) as u32 / 100 * 100 + 99).max(199)
 }
 

@@ -101,7 +101,9 @@ impl Episode {
                         self.selected.clear();
                         ok(self.render_product(catalog, position))
                     }
-                    None => error(&format!("no product with id `{id}`; ids look like P0123 and appear in search results.")),
+                    None => {
+                        error(&format!("no product with id `{id}`; ids look like P0123 and appear in search results."))
+                    }
                 },
                 None => error("view needs an `id`, e.g. {\"id\": \"P0123\"}."),
             },
@@ -136,7 +138,9 @@ impl Episode {
 
     fn turn_page(&mut self, catalog: &Catalog, delta: isize) -> Observation {
         let (Page::Results(page), Some(search)) = (self.page, self.search.as_mut()) else {
-            return error("next_page and prev_page only work on a results page; search first (or go back to the results).");
+            return error(
+                "next_page and prev_page only work on a results page; search first (or go back to the results).",
+            );
         };
         let target = page as isize + delta;
         if target < 0 {

@@ -40,7 +40,7 @@ impl SplitMix64 {
     pub(crate) fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0, "below(0)");
         // Multiply-shift: unbiased enough for n far below 2^32.
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Uniform in `[lo, hi]`.

@@ -116,9 +116,11 @@ impl Reading {
                 }
                 Role::Tool => {
                     let pending = message.call_id.as_ref().and_then(|id| {
-                        reading.steps.iter_mut().rev().find(|s| {
-                            s.result.is_none() && s.call.as_ref().is_some_and(|c| &c.id == id)
-                        })
+                        reading
+                            .steps
+                            .iter_mut()
+                            .rev()
+                            .find(|s| s.result.is_none() && s.call.as_ref().is_some_and(|c| &c.id == id))
                     });
                     match pending {
                         Some(step) => step.result = Some(message.content.clone()),

@@ -203,7 +203,9 @@ impl Belief {
                     None => self.contents.push((into.to_string(), vec![object.to_string()])),
                 }
             }
-        } else if let Some(rest) = ["You clean the ", "You heat the ", "You cool the "].iter().find_map(|p| sentence.strip_prefix(p)) {
+        } else if let Some(rest) =
+            ["You clean the ", "You heat the ", "You cool the "].iter().find_map(|p| sentence.strip_prefix(p))
+        {
             if let Some((object, _)) = rest.split_once(" using the ") {
                 self.prepared.push(object.to_string());
             }
@@ -278,8 +280,12 @@ fn decide(goal: &HouseGoal, belief: &Belief) -> Option<Vec<Action>> {
     });
     if let Some(held) = &belief.holding {
         if kind_of(held) != goal.object {
-            let here = belief.location.clone()?;
-            return Some(vec![act(format!("put {held} in/on {here}"), format!("I do not need the {held}; putting it down."))]);
+            return Some(vec![match &belief.location {
+                Some(here) => {
+                    act(format!("put {held} in/on {here}"), format!("I do not need the {held}; putting it down."))
+                }
+                None => act("look".to_string(), format!("I do not need the {held}; where can I put it?")),
+            }]);
         }
         if let Some((appliance_kind, verb)) = goal.appliance() {
             if !belief.prepared.contains(held) {
@@ -289,13 +295,18 @@ fn decide(goal: &HouseGoal, belief: &Belief) -> Option<Vec<Action>> {
                 return Some(vec![if belief.location.as_deref() == Some(appliance.as_str()) {
                     act(format!("{verb} {held} with {appliance}"), format!("Now I {verb} the {held}."))
                 } else {
-                    act(format!("go to {appliance}"), format!("The {held} needs to be {verb}ed; going to the {appliance}."))
+                    act(
+                        format!("go to {appliance}"),
+                        format!("The {held} needs to be {verb}ed; going to the {appliance}."),
+                    )
                 }]);
             }
         }
         if goal.kind == Kind::Examine {
             return Some(vec![match belief.lamp() {
-                Some((stand, lamp)) => reach(belief, &stand, act(format!("use {lamp}"), format!("Turning on the {lamp}."))),
+                Some((stand, lamp)) => {
+                    reach(belief, &stand, act(format!("use {lamp}"), format!("Turning on the {lamp}.")))
+                }
                 None => explore(belief, None).unwrap_or_else(|| act("look".to_string(), "Where is the lamp?")),
             }]);
         }
@@ -326,8 +337,9 @@ fn decide(goal: &HouseGoal, belief: &Belief) -> Option<Vec<Action>> {
         let take = act(format!("take {object} from {receptacle}"), format!("Taking the {object}."));
         return Some(vec![reach(belief, &receptacle, take)]);
     }
-    Some(vec![explore(belief, goal.target.as_deref())
-        .unwrap_or_else(|| act("look".to_string(), format!("I have not found a {} yet; looking around.", goal.object)))])
+    Some(vec![explore(belief, goal.target.as_deref()).unwrap_or_else(|| {
+        act("look".to_string(), format!("I have not found a {} yet; looking around.", goal.object))
+    })])
 }
 
 /// Open the closed receptacle here, or go to the next one not yet seen

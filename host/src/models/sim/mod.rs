@@ -8,14 +8,14 @@
 //!
 //! # How it decides
 //!
-//! 1. **It sees only its window** ([`context`]): the system prompt plus the
+//! 1. **It sees only its window** (`context.rs`): the system prompt plus the
 //!    newest messages that fit `window` approximate tokens (chars / 4). Its
 //!    whole state (the goal, the pages it has seen, where it is) is rebuilt
 //!    from that view on every call. The goal is the newest `Goal:` or
 //!    `Goal (pinned):` line in view; with none in view it acts aimlessly.
-//! 2. **A suite policy** ([`shop`], [`house`]) ranks the calls a competent
+//! 2. **A suite policy** (`shop.rs`, `house.rs`) ranks the calls a competent
 //!    player would make next.
-//! 3. **A failure layer** ([`faults`]) applies the profile's flaws: early
+//! 3. **A failure layer** (`faults.rs`) applies the profile's flaws: early
 //!    stops, repetition loops, and faults in how the call is written.
 //!
 //! It is deterministic: every random choice is a hash of the profile, the
@@ -45,6 +45,15 @@
 //! Tool results that say `Error:`, `unknown tool` or `Nothing happens.` are
 //! read sensibly: a call that failed is not repeated verbatim unless the
 //! model is in a loop. Usage is reported as approximate tokens (chars / 4).
+//!
+//! # Calibration
+//!
+//! Over all 300 tasks of each suite with no processors, `weak` solves about
+//! 35% of `shop` and 25% of `house`, `mid` about 85% and 70%, `strong` and
+//! `perfect` 98-100%. With the stock processors' documented behaviour
+//! emulated natively (see the tests), `weak` rises to about 75% and 90%;
+//! what is left is mostly its carelessness, which none of them fix. The
+//! ignored test `print_success_rates` prints this table again.
 
 mod context;
 mod faults;
@@ -141,7 +150,13 @@ impl Sim {
         ModelResponse { text, calls, usage: Usage { input_tokens, output_tokens }, raw: Some(raw.to_string()) }
     }
 
-    fn decide(&self, request: &ModelRequest, reading: &Reading, rolls: &Rolls, notes: &mut Vec<&'static str>) -> Decision {
+    fn decide(
+        &self,
+        request: &ModelRequest,
+        reading: &Reading,
+        rolls: &Rolls,
+        notes: &mut Vec<&'static str>,
+    ) -> Decision {
         let knobs = &self.profile.knobs;
         let game = Game::detect(&request.tools);
         if game == Game::Unknown {
@@ -169,7 +184,8 @@ impl Sim {
         };
         let choices = match game {
             Game::Shop => {
-                let episode = reading.goal.as_deref().map(|g| Rolls::for_episode(&self.profile.canonical, request.seed, g));
+                let episode =
+                    reading.goal.as_deref().map(|g| Rolls::for_episode(&self.profile.canonical, request.seed, g));
                 shop::plan(&shop::Ctx { reading, knobs, rolls, episode: episode.as_ref() })
             }
             Game::House => match house::plan(&house::Ctx { reading, knobs, rolls }) {

@@ -128,7 +128,9 @@ impl Knobs {
     fn set(&mut self, knob: &str, value: &str, spec: &str) -> Result<(), ModelError> {
         if knob == "window" {
             self.window = value.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
-                ModelError::Config(format!("sim knob `window` in `{spec}` needs a whole number of tokens above 0, got `{value}`"))
+                ModelError::Config(format!(
+                    "sim knob `window` in `{spec}` needs a whole number of tokens above 0, got `{value}`"
+                ))
             })?;
             return Ok(());
         }
@@ -162,8 +164,11 @@ impl Knobs {
 /// the canonical spec text (used in `describe` and in the randomness).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
+    /// `weak`, `mid`, `strong` or `perfect`.
     pub name: String,
+    /// The profile's knobs with the overrides applied.
     pub knobs: Knobs,
+    /// `sim:<name>` plus the overrides as given, e.g. `sim:weak?window=2000`.
     pub canonical: String,
 }
 
@@ -215,7 +220,10 @@ mod tests {
     fn errors_name_what_was_wrong() {
         let message = |spec: &str| Profile::parse(spec).unwrap_err().to_string();
         let unknown_knob = message("weak?loop_rat=0.5");
-        assert!(unknown_knob.contains("unknown sim knob `loop_rat`") && unknown_knob.contains("loop_rate"), "{unknown_knob}");
+        assert!(
+            unknown_knob.contains("unknown sim knob `loop_rat`") && unknown_knob.contains("loop_rate"),
+            "{unknown_knob}"
+        );
         assert!(message("genius").contains("unknown sim profile `genius`"));
         assert!(message("weak?obey=2").contains("`obey`"));
         assert!(message("weak?window=-1").contains("`window`"));

@@ -173,8 +173,13 @@ struct Belief {
 
 impl Belief {
     fn read(reading: &Reading) -> Belief {
-        let mut belief =
-            Belief { location: Location::Home, items: Vec::new(), products: Vec::new(), queries: Vec::new(), last_results: None };
+        let mut belief = Belief {
+            location: Location::Home,
+            items: Vec::new(),
+            products: Vec::new(),
+            queries: Vec::new(),
+            last_results: None,
+        };
         for seen in &reading.seen {
             let text = match seen {
                 Seen::User(text) | Seen::Result(text) => text.trim(),
@@ -224,7 +229,8 @@ fn verify(goal: &ShopGoal, page: &ProductPage, careless: bool) -> Result<(), Str
         Some(attributes) => {
             for attribute in attributes {
                 let phrase = words(attribute);
-                let found = !phrase.is_empty() && goal.phrase.windows(phrase.len()).any(|window| window == phrase.as_slice());
+                let found =
+                    !phrase.is_empty() && goal.phrase.windows(phrase.len()).any(|window| window == phrase.as_slice());
                 if found {
                     covered.extend(goal.phrase.iter().filter(|w| phrase.contains(w)));
                 }
@@ -283,7 +289,8 @@ fn plan_with_goal(ctx: &Ctx, goal: &ShopGoal, belief: &Belief) -> Vec<Action> {
     if let Location::Product(page) = &belief.location {
         match verify(goal, page, careless) {
             Ok(()) => {
-                let missing: Vec<&(String, String)> = goal.options.iter().filter(|o| !page.selected.contains(o)).collect();
+                let missing: Vec<&(String, String)> =
+                    goal.options.iter().filter(|o| !page.selected.contains(o)).collect();
                 let skip_options = careless && ctx.rolls.chance("skip-options", ctx.knobs.careless_rate);
                 let no_time = finish && ctx.reading.steps_left().is_some_and(|left| (left as usize) <= missing.len());
                 let buy = Action::new("buy", json!({}), "This product matches everything I need; buying it.");
@@ -300,7 +307,13 @@ fn plan_with_goal(ctx: &Ctx, goal: &ShopGoal, belief: &Belief) -> Vec<Action> {
                 return choices;
             }
             Err(reason) => {
-                choices.extend(next_candidate(ctx, goal, belief, finish, Some(&format!("{} does not fit: {reason}.", page.id))));
+                choices.extend(next_candidate(
+                    ctx,
+                    goal,
+                    belief,
+                    finish,
+                    Some(&format!("{} does not fit: {reason}.", page.id)),
+                ));
             }
         }
     } else {
@@ -349,7 +362,8 @@ fn next_candidate(ctx: &Ctx, goal: &ShopGoal, belief: &Belief, finish: bool, why
     };
     let careless = ctx.episode.is_some_and(|e| e.chance("careless", ctx.knobs.careless_rate));
     // A product already checked and found right: go back to it.
-    let good = belief.products.iter().rev().find(|p| Some(p.id.as_str()) != current && verify(goal, p, careless).is_ok());
+    let good =
+        belief.products.iter().rev().find(|p| Some(p.id.as_str()) != current && verify(goal, p, careless).is_ok());
     if let Some(good) = good {
         return vec![view(&good.id, format!("{prefix}{} matched earlier; going back to it.", good.id))];
     }
@@ -413,7 +427,9 @@ mod tests {
 
     #[test]
     fn goals_parse() {
-        let goal = ShopGoal::parse("i need a slim fit cotton t-shirt, color: navy, size: large, price lower than 30.00 dollars");
+        let goal = ShopGoal::parse(
+            "i need a slim fit cotton t-shirt, color: navy, size: large, price lower than 30.00 dollars",
+        );
         assert_eq!(goal.phrase, vec!["slim", "fit", "cotton", "t-shirt"]);
         assert_eq!(goal.options, vec![("color".into(), "navy".into()), ("size".into(), "large".into())]);
         assert_eq!(goal.cap_cents, Some(3000));
@@ -435,7 +451,8 @@ mod tests {
         assert_eq!(page.selected, vec![("color".to_string(), "navy".to_string())]);
         let goal = ShopGoal::parse("i need a slim fit cotton t-shirt, color: navy, price lower than 30.00 dollars");
         assert!(verify(&goal, &page, false).is_ok());
-        let regular = ShopGoal::parse("i need a regular fit cotton t-shirt, color: navy, price lower than 30.00 dollars");
+        let regular =
+            ShopGoal::parse("i need a regular fit cotton t-shirt, color: navy, price lower than 30.00 dollars");
         assert!(verify(&regular, &page, false).is_err());
         assert!(verify(&regular, &page, true).is_ok(), "a careless shopper does not check attributes");
         let red = ShopGoal::parse("i need a slim fit cotton t-shirt, color: red, price lower than 30.00 dollars");

@@ -90,7 +90,10 @@ fn run(sim: &Sim, suite: &dyn Suite, task: &str, seed: u64, helpers: Helpers) ->
         for call in &response.calls {
             let repeats = executed.iter().rev().take_while(|c| context::same_call(c, call)).count();
             let content = if helpers.loop_guard && repeats >= 2 {
-                format!("[blocked by loop-guard] You repeated {}[{}] 3 times; try something different.", call.name, call.arguments)
+                format!(
+                    "[blocked by loop-guard] You repeated {}[{}] 3 times; try something different.",
+                    call.name, call.arguments
+                )
             } else {
                 let observation = env.step(call).unwrap();
                 match helpers.trim {
@@ -113,7 +116,10 @@ fn run(sim: &Sim, suite: &dyn Suite, task: &str, seed: u64, helpers: Helpers) ->
         if helpers.loop_guard {
             if let [.., a, b] = executed.as_slice() {
                 if context::same_call(a, b) {
-                    advice.push(("loop-guard", format!("You repeated {}[{}] 2 times; try something different.", b.name, b.arguments)));
+                    advice.push((
+                        "loop-guard",
+                        format!("You repeated {}[{}] 2 times; try something different.", b.name, b.arguments),
+                    ));
                 }
             }
         }
@@ -230,7 +236,6 @@ fn print_success_rates() {
         }
     }
 }
-
 
 fn shop() -> ShopSuite {
     ShopSuite::new()
@@ -379,7 +384,8 @@ fn loops_persist_until_advice_or_a_block_breaks_them() {
     assert_ne!(reply("perfect", &req).calls[0].name, "next_page", "without the loop flaw it moves on");
 
     let mut advised = messages.clone();
-    advised.push(Message::user("[advice from loop-guard] You repeated next_page[{}] 2 times; try something different."));
+    advised
+        .push(Message::user("[advice from loop-guard] You repeated next_page[{}] 2 times; try something different."));
     let req = request(advised, tools.clone());
     assert_eq!(reply(stuck, &req).calls[0].name, "next_page", "obey=0 ignores advice");
     assert_ne!(reply("perfect?loop_persist=1&obey=1", &req).calls[0].name, "next_page");
@@ -392,8 +398,11 @@ fn loops_persist_until_advice_or_a_block_breaks_them() {
 
 #[test]
 fn early_stops_give_way_to_a_block() {
-    let (mut messages, tools) =
-        scripted(&house(), "house/test/0", &[("act", serde_json::json!({ "command": "look" })), ("admissible", serde_json::json!({}))]);
+    let (mut messages, tools) = scripted(
+        &house(),
+        "house/test/0",
+        &[("act", serde_json::json!({ "command": "look" })), ("admissible", serde_json::json!({}))],
+    );
     let quitter = "perfect?early_stop_rate=1&obey_block=1";
     let response = reply(quitter, &request(messages.clone(), tools.clone()));
     assert!(response.calls.is_empty(), "{response:?}");
@@ -414,29 +423,24 @@ fn a_dithering_shopper_buys_when_told_steps_are_running_out() {
 #[test]
 fn without_the_goal_in_view_it_buys_whatever_is_open_and_a_pin_fixes_that() {
     let suite = shop();
-    let mut env = suite.env();
-    let start = crate::env::Environment::reset(&mut env, "shop/test/9", 0).unwrap();
-    // A product of another type than the goal's: wrong for the task.
-    let goal = start.prompt.lines().next().unwrap().to_string();
+    let task = "shop/test/9";
+    let (start, _) = scripted(&suite, task, &[]);
+    let goal = start[0].content.lines().next().unwrap().trim_start_matches("Goal:").trim().to_string();
+    // Open a product of another type than the goal's: wrong for the task.
     let wrong = if goal.contains("coffee") { "tea" } else { "coffee" };
+    let (searched, _) = scripted(&suite, task, &[("search", serde_json::json!({ "query": wrong }))]);
+    let first_result = searched[2].content.lines().nth(1).unwrap()[1..6].to_string();
     let (mut messages, tools) = scripted(
         &suite,
-        "shop/test/9",
-        &[("search", serde_json::json!({ "query": wrong })), ("view", serde_json::json!({ "id": "P0001" }))],
+        task,
+        &[("search", serde_json::json!({ "query": wrong })), ("view", serde_json::json!({ "id": first_result }))],
     );
-    let page = messages.last().unwrap().content.clone();
-    let first_result = messages[2].content.lines().nth(1).unwrap()[1..6].to_string();
-    messages.truncate(3);
-    messages.push(Message::assistant("", vec![ToolCall { id: "v".into(), name: "view".into(), arguments: serde_json::json!({ "id": first_result }).to_string() }]));
-    let (_, tail) = scripted(&suite, "shop/test/9", &[("search", serde_json::json!({ "query": wrong })), ("view", serde_json::json!({ "id": first_result }))]);
-    messages.push(Message::tool("v", tail.last().unwrap().content.clone()));
-    let _ = page;
     let narrow = "perfect?window=200";
     let forgetful = reply(narrow, &request(messages.clone(), tools.clone()));
     assert_eq!(raw(&forgetful)["goal_in_view"], false);
     assert_eq!(forgetful.calls[0].name, "buy", "with no goal in view it buys what is open");
     assert_ne!(reply("perfect", &request(messages.clone(), tools.clone())).calls[0].name, "buy");
-    messages.push(Message::user(format!("Goal (pinned): {}", goal.trim_start_matches("Goal:").trim())));
+    messages.push(Message::user(format!("Goal (pinned): {goal}")));
     let pinned = reply(narrow, &request(messages, tools));
     assert_eq!(raw(&pinned)["goal_in_view"], true);
     assert_ne!(pinned.calls[0].name, "buy");
