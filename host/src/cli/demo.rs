@@ -42,11 +42,14 @@ pub(crate) fn stock_component(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(crate::build::build_processor(&Path::new("processors").join(name), &crate::build::default_target_dir())?)
 }
 
-pub(crate) fn stock_specs(rt: &Runtime) -> anyhow::Result<Vec<ProcessorSpec>> {
+/// The stock processors, loaded and kept in the store (so traces can name them).
+pub(crate) fn stock_specs(rt: &Runtime, store: &crate::store::Store) -> anyhow::Result<Vec<ProcessorSpec>> {
     STOCK
         .iter()
         .map(|n| {
-            let loaded = rt.load(&stock_component(n)?)?;
+            let bytes = stock_component(n)?;
+            let loaded = rt.load(&bytes)?;
+            store.put(&bytes)?;
             Ok(ProcessorSpec { loaded, instance: Default::default(), policy: Default::default() })
         })
         .collect()
@@ -94,7 +97,7 @@ fn script() -> Vec<ModelResponse> {
 pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     let store = open_store(store_dir)?;
     let rt = runtime(&store)?;
-    let processors = stock_specs(&rt).hint("run `make guests` to build the stock processors")?;
+    let processors = stock_specs(&rt, &store).hint("run `make guests` to build the stock processors")?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let suite = crate::env::builtin("shop").expect("shop is built in");
     let task = suite.tasks(crate::env::Split::Test)[0].clone();

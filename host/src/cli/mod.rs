@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 /// Processors are WebAssembly components that run at the hooks of an agent
 /// loop, inside a sandbox with fuel, memory and deadline limits.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, long_about = None)]
+#[command(name = "kiln", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// The store directory (default: `.kiln` here, or $KILN_STORE).
     #[arg(long, global = true, env = "KILN_STORE", default_value = ".kiln")]

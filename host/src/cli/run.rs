@@ -272,6 +272,7 @@ fn parse_swap(store: &Store, rt: &crate::sandbox::Runtime, s: &str) -> anyhow::R
         let c = c.as_ref().ok_or_else(|| anyhow::anyhow!("`{s}`: {op} needs `=COMPONENT`"))?;
         let bytes = component_bytes(store, c)?;
         let loaded = rt.load(&bytes)?;
+        store.put(&bytes)?;
         Ok(ProcessorSpec { loaded, instance: Default::default(), policy: Default::default() })
     };
     let swap = match op {
@@ -299,11 +300,11 @@ pub(crate) fn component_bytes(store: &Store, what: &str) -> anyhow::Result<Vec<u
 /// The system prompt of the built-in harnesses.
 pub(crate) const DEFAULT_SYSTEM: &str = "You are a careful agent. Solve the task with the tools ({tools}); call exactly one tool per turn.";
 
-pub(crate) fn resolve_harness(_store: &Store, rt: &crate::sandbox::Runtime, what: &str) -> Result<Resolved, CliError> {
+pub(crate) fn resolve_harness(store: &Store, rt: &crate::sandbox::Runtime, what: &str) -> Result<Resolved, CliError> {
     let shape = Shape { system: DEFAULT_SYSTEM.into(), deny: vec![] };
     match what {
         "static" => Ok(Resolved { id: "static".into(), shape, processors: vec![] }),
-        "stock" => Ok(Resolved { id: "stock".into(), shape, processors: super::demo::stock_specs(rt).hint("run `make guests` to build the stock processors")? }),
+        "stock" => Ok(Resolved { id: "stock".into(), shape, processors: super::demo::stock_specs(rt, store).hint("run `make guests` to build the stock processors")? }),
         other => Err(CliError { error: anyhow::anyhow!("unknown harness `{other}`"), hint: Some("use --harness static or --harness stock".into()) }),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use super::canonical::{entry_to_json, to_canonical};
 use super::error::ProbeError;
 use super::{Facts, ProcessorEntry};
-use crate::sandbox::{Instance, InstanceSpec, Runtime, VirtualClock};
+use crate::sandbox::{Instance, Runtime, VirtualClock};
 use crate::store::{GetError, ObjectId, Store};
 
 /// Tells what a processor entry is. Implementations must be deterministic:
