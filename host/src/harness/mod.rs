@@ -88,6 +88,12 @@ impl ProcessorEntry {
         ProcessorEntry { component, config: Map::new(), limits: Limits::default(), grants: Grants::default(), on_fault: FailurePolicy::Skip }
     }
 
+    /// The same entry with `config` as its config.
+    pub fn with_config(mut self, config: Map<String, Value>) -> ProcessorEntry {
+        self.config = config;
+        self
+    }
+
     /// Sort and deduplicate the grant lists (they are sets).
     fn normalize(&mut self) {
         self.grants.read.sort();

@@ -201,3 +201,60 @@ impl Fold {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Message;
+
+    fn sample() -> Trace {
+        let mut t = Trace::default();
+        t.push(Event::TaskStart {
+            schema: SCHEMA,
+            env: "shop".into(),
+            task: "t".into(),
+            seed: 1,
+            harness: "h".into(),
+            model: "m".into(),
+            max_steps: 5,
+            context: Context::default(),
+            processors: vec![],
+        });
+        for step in 0..50 {
+            t.push(Event::Append { step, message: Message::user(format!("message {step} {}", "x".repeat(step as usize * 7))) });
+            t.push(Event::StepEnd { step });
+        }
+        t.push(Event::TaskEnd { steps: 50, reason: EndReason::Done, detail: None, score: Score::default(), usage: Usage::default() });
+        t
+    }
+
+    #[test]
+    fn round_trip_and_fold() {
+        let t = sample();
+        let read = decode(&t.encode()).unwrap();
+        assert!(read.truncated.is_none());
+        assert_eq!(read.events, t.events);
+        let mut fold = Fold::default();
+        for e in &read.events {
+            fold.apply(e).unwrap();
+        }
+        assert_eq!(fold.ctx.messages.len(), 50);
+    }
+
+    #[test]
+    fn encoding_is_deterministic() {
+        assert_eq!(sample().encode(), sample().encode());
+    }
+
+    #[test]
+    fn a_truncated_trace_keeps_every_whole_event_and_says_what_is_missing() {
+        let bytes = sample().encode();
+        for cut in [bytes.len() - 1, bytes.len() / 2, 40] {
+            let read = decode(&bytes[..cut]).unwrap();
+            let why = read.truncated.expect("a cut trace is reported");
+            assert!(why.contains("whole events") || why.contains("no task-end"), "{why}");
+            assert_eq!(read.events[..], sample().events[..read.events.len()], "events before the cut are intact");
+        }
+        assert!(decode(b"not a trace").is_err());
+    }
+}
