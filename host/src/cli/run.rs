@@ -111,7 +111,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         .map(|s| s.trim().parse::<u64>())
         .collect::<Result<_, _>>()
         .hint("--seeds takes comma-separated integers, e.g. `1,2,3`")?;
-    let model: Arc<dyn crate::models::Model> = Arc::from(crate::models::spec::parse(&args.model).hint("e.g. --model sim:weak, openai:gpt-4o-mini@http://127.0.0.1:8000/v1")?);
+    let model: Arc<dyn crate::models::Model> = Arc::from(crate::models::roles::main_model(&args.model).hint("e.g. --model sim:weak, openai:gpt-4o-mini@http://127.0.0.1:8000/v1")?);
     let harness = resolve_harness(&store, &rt, &args.harness)?;
     let mut swaps: Vec<(usize, u32, Swap)> = Vec::new();
     for s in &args.swap {

@@ -338,3 +338,25 @@ impl Workshop {
         Harness::load(&self.store, id, self.probe.clone())
     }
 }
+
+// TEMP: compile the CLI verb until the lead wires it into cli/mod.rs.
+#[cfg(test)]
+#[path = "../cli/harness.rs"]
+mod cli_verb;
+#[cfg(test)]
+use crate::cli::{open_store, runtime, CliError, CliResult, Hint};
+#[cfg(test)]
+#[test]
+fn temp_cli_smoke() {
+    let store = std::path::Path::new("/tmp/kiln-harness-smoke/.kiln");
+    let repo = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let td = Some(repo.join("target/guest"));
+    let stock = repo.join("harnesses/stock.toml").display().to_string();
+    let st = repo.join("harnesses/static.toml").display().to_string();
+    let r = |c| cli_verb::execute(store, c).map_err(|e| format!("{}\n{:?}", e.error, e.hint));
+    r(cli_verb::Cmd::Hash { file: stock.clone().into(), target_dir: td.clone() }).unwrap();
+    r(cli_verb::Cmd::Show { harness: "stock".into(), json: false, target_dir: td.clone() }).unwrap();
+    r(cli_verb::Cmd::Diff { a: st.clone(), b: "stock".into(), target_dir: td.clone() }).unwrap();
+    r(cli_verb::Cmd::Lineage { harness: "stock".into(), json: false }).unwrap();
+    if let Err(e) = r(cli_verb::Cmd::Show { harness: "nope".into(), json: false, target_dir: td.clone() }) { println!("ERR {e}"); }
+}

@@ -263,7 +263,7 @@ fn composition_errors_point_at_the_entry_that_broke_the_rule() {
     assert_eq!(e.message, "a second processor in singleton group `loop-guard` (`guard-2` joins `guard`)");
     assert_eq!(e.help.as_deref(), Some("remove one, or use replace"));
     let e = b.resolve("[[processors]]\ncomponent = \"{ping}\"\n[[processors]]\ncomponent = \"{pong}\"\n").unwrap_err();
-    assert_eq!(e.message, "the `after` dependencies form a cycle: pong → ping → pong");
+    assert_eq!(e.message, "the `after` dependencies form a cycle: ping → pong → ping");
     let e = b
         .resolve("[[processors]]\ncomponent = \"{guard}\"\nconfig = { provides = [\"t\"] }\n[[processors]]\ncomponent = \"{trim}\"\nconfig = { provides = [\"t\"] }\n")
         .unwrap_err();

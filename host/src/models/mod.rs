@@ -82,3 +82,4 @@ pub mod cache;
 pub mod fallback;
 pub mod spec;
 pub mod sim;
+pub mod roles;
