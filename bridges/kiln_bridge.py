@@ -44,8 +44,12 @@ def _send(message):
     _replies.flush()
 
 
-def serve(env, games, handler):
-    """Say hello, then answer requests from stdin until ``close`` or end of input."""
+def serve(env, games, handler, on_close=None):
+    """Say hello, then answer requests from stdin until ``close`` or end of input.
+
+    ``on_close`` runs before the exit: the place to stop and reap helper
+    processes (a JVM), which would otherwise outlive the bridge.
+    """
     _send({"kiln_bridge": PROTOCOL, "env": env, "games": list(games)})
     for line in sys.stdin:
         line = line.strip()
@@ -67,6 +71,11 @@ def serve(env, games, handler):
         except Exception as err:  # a bug or a library failure: report it, keep serving
             traceback.print_exc(file=sys.stderr)
             _send({"ok": False, "error": f"{type(err).__name__} while serving `{op}`: {err}"})
+    if on_close is not None:
+        try:
+            on_close()
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
     sys.stderr.flush()
     os._exit(0)
 

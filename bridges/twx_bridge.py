@@ -51,7 +51,7 @@ def main():
         sys.exit("twx_bridge: --params needs exactly one game in --games")
     params = {g: (args.params if args.params is not None else DEFAULT_PARAMS.get(g, "")) for g in games}
     bridge = Twx(games, params, args.max_steps)
-    serve("twx", GAMES, bridge.handle)
+    serve("twx", GAMES, bridge.handle, on_close=bridge.stop_jvm)
 
 
 class Twx:
@@ -78,6 +78,13 @@ class Twx:
                 raise BridgeError("`gold` needs an episode; send `reset` first")
             return {"gold": list(self.env.getGoldActionSequence())}
         raise BridgeError(f"unknown op `{op}`; ops: tasks, reset, step, gold, close")
+
+    def stop_jvm(self):
+        """Kill and reap the JVM, rather than leave it to exit on its own."""
+        if self.env is not None:
+            java = self.env._gateway.java_process
+            java.kill()
+            java.wait(timeout=10)
 
     def reset(self, task):
         game, split, seed = split_task(task, 3)

@@ -13,6 +13,7 @@ pub mod build;
 pub mod chat;
 pub mod cli;
 pub mod env;
+pub mod evolve;
 pub mod mcp;
 pub mod harness;
 pub mod models;

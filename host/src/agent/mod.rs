@@ -11,11 +11,12 @@
 //! independent of the history's length: the conversation is moved, never
 //! copied, into the model request and into each processor's store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::env::{Environment, Score};
+use crate::mcp::McpTools;
 use crate::models::{Model, ModelRequest, Usage};
 use crate::sandbox::{Context, Hook, HookOutcome, Pipeline, ProcessorSpec, Reply, Runtime, Swap, ToolOutcome, Verdict};
 use crate::trace::{EndReason, Event, Trace};
@@ -43,6 +44,8 @@ pub struct TaskSpec {
     pub swaps: Vec<(u32, Swap)>,
     /// Record durations as zero, so identical runs give identical traces.
     pub deterministic: bool,
+    /// Tools from MCP servers, shared by the run's tasks.
+    pub mcp: Vec<Arc<Mutex<McpTools>>>,
 }
 
 /// How a task went.
@@ -59,7 +62,7 @@ pub struct Outcome {
 
 /// Run one task to its end. Never panics on bad processors, models or environments.
 pub async fn run_task(rt: &Runtime, model: &dyn Model, env: &mut dyn Environment, spec: TaskSpec) -> (Outcome, Trace) {
-    let mut t = Task { trace: Trace::default(), step: 0, deterministic: spec.deterministic, faults: Vec::new() };
+    let mut t = Task { trace: Trace::default(), step: 0, deterministic: spec.deterministic, faults: Vec::new(), mcp: Vec::new() };
     let end = |t: &mut Task, reason, detail: Option<String>, score, usage| {
         t.trace.push(Event::TaskEnd { steps: t.step, reason, detail: detail.clone(), score, usage });
         let faults = std::mem::take(&mut t.faults);
@@ -82,6 +85,10 @@ pub async fn run_task(rt: &Runtime, model: &dyn Model, env: &mut dyn Environment
     // Tools: the environment's, then the processors', minus the denied ones.
     let mut tools: Vec<ToolSpec> = start.tools.clone();
     tools.extend(pipeline.tools().into_iter().map(|(_, t)| t));
+    for m in &spec.mcp {
+        tools.extend(m.lock().unwrap_or_else(|e| e.into_inner()).specs().iter().cloned());
+    }
+    t.mcp = spec.mcp;
     tools.retain(|t| !spec.shape.deny.contains(&t.name));
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
     let system = spec.shape.system.replace("{tools}", &names.join(", "));
@@ -187,6 +194,7 @@ pub async fn run_task(rt: &Runtime, model: &dyn Model, env: &mut dyn Environment
                 t.append(&mut ctx, Message::assistant(reply.text.clone(), reply.calls.clone()));
                 if reply.calls.is_empty() {
                     // No tool call: the model's final answer.
+                    env.finish(&reply.text);
                     let reason = if env.done() { EndReason::Done } else { EndReason::Stopped };
                     stop = Some((reason, None));
                 }
@@ -229,6 +237,7 @@ struct Task {
     step: u32,
     deterministic: bool,
     faults: Vec<(String, String)>,
+    mcp: Vec<Arc<Mutex<McpTools>>>,
 }
 
 impl Task {
@@ -314,6 +323,16 @@ impl Task {
             match result {
                 Ok(s) => (by, s, false),
                 Err(e) => (by, e, true),
+            }
+        } else if let Some(m) = self.mcp.iter().find(|m| m.lock().unwrap_or_else(|e| e.into_inner()).contains(&call.name)) {
+            let result = m.lock().unwrap_or_else(|e| e.into_inner()).call(&call.name, &call.arguments);
+            match result {
+                Ok(obs) => ("mcp".to_string(), obs.content, obs.is_error),
+                Err(e) => {
+                    let detail = e.to_string();
+                    self.trace.push(Event::ToolCall { step, call, by: "mcp".into(), content: detail.clone(), is_error: true, nanos: 0 });
+                    return Some((EndReason::Errored, Some(detail)));
+                }
             }
         } else {
             match env.step(&call) {

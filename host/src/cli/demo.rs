@@ -113,6 +113,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         shape: shape.clone(),
         processors: processors.clone(),
         swaps: vec![],
+        mcp: vec![],
         deterministic: false,
     };
     let (outcome, trace) = tokio.block_on(run_task(&rt, &model, env.as_mut(), spec));
@@ -185,6 +186,7 @@ fn batch(tokio: &tokio::runtime::Runtime, rt: &Runtime, stock: Vec<ProcessorSpec
                     shape: shape.clone(),
                     processors: procs.clone(),
                     swaps: vec![],
+                    mcp: vec![],
                     deterministic: true,
                 };
                 let (o, _) = tokio.block_on(run_task(rt, model.as_ref(), env.as_mut(), spec));

@@ -187,17 +187,24 @@ fn render_show(name: Option<&str>, h: &Harness) -> String {
     out
 }
 
-/// Limits, with the ones that differ from the defaults marked `*`.
+/// The limits that differ from the defaults, or `defaults`.
 fn limits_text(l: &Limits, d: &Limits) -> String {
-    let field = |name: &str, v: u64, dv: u64| format!("{name} {v}{}", if v != dv { "*" } else { "" });
-    [
-        field("fuel", l.fuel, d.fuel),
-        field("init_fuel", l.init_fuel, d.init_fuel),
-        field("deadline_ms", l.deadline_ms, d.deadline_ms),
-        field("init_deadline_ms", l.init_deadline_ms, d.init_deadline_ms),
-        field("memory_bytes", l.memory_bytes, d.memory_bytes),
-        field("output_bytes", l.output_bytes, d.output_bytes),
-        field("host_calls", l.host_calls, d.host_calls),
+    let changed: Vec<String> = [
+        ("fuel", l.fuel, d.fuel),
+        ("init_fuel", l.init_fuel, d.init_fuel),
+        ("deadline_ms", l.deadline_ms, d.deadline_ms),
+        ("init_deadline_ms", l.init_deadline_ms, d.init_deadline_ms),
+        ("memory_bytes", l.memory_bytes, d.memory_bytes),
+        ("output_bytes", l.output_bytes, d.output_bytes),
+        ("host_calls", l.host_calls, d.host_calls),
     ]
-    .join(", ")
+    .into_iter()
+    .filter(|(_, v, dv)| v != dv)
+    .map(|(name, v, dv)| format!("{name} {v} (default {dv})"))
+    .collect();
+    if changed.is_empty() {
+        "defaults".into()
+    } else {
+        format!("{}; others default", changed.join(", "))
+    }
 }

@@ -6,6 +6,7 @@
 
 mod build;
 mod demo;
+mod harness;
 mod inspect;
 mod replay;
 mod run;
@@ -39,6 +40,9 @@ pub enum Command {
     /// List, verify or garbage-collect the store.
     #[command(subcommand)]
     Store(store::Cmd),
+    /// Show, hash and diff harnesses, and trace their lineage.
+    #[command(subcommand)]
+    Harness(harness::Cmd),
     /// Run a harness on a batch of tasks; keep the traces; print a summary.
     Run(run::Args),
     /// List runs and read traces.
@@ -57,6 +61,7 @@ pub fn main() -> i32 {
         Command::Build(a) => build::execute(&cli.store, a),
         Command::Inspect(a) => inspect::execute(&cli.store, a),
         Command::Store(c) => store::execute(&cli.store, c),
+        Command::Harness(c) => harness::execute(&cli.store, c),
         Command::Run(a) => run::execute(&cli.store, a),
         Command::Trace(c) => trace::execute(&cli.store, c),
         Command::Replay(a) => replay::execute(&cli.store, a),

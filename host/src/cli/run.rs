@@ -15,7 +15,7 @@ use crate::trace::EndReason;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The harness: a TOML manifest or a harness id in the store.
+    /// The harness: a TOML manifest, `static` or `stock` (harnesses/*.toml), or a harness name or id in the store.
     #[arg(long, default_value = "stock")]
     pub harness: String,
     /// The model: sim:weak|mid|strong, openai:MODEL@URL, anthropic:MODEL, or a model TOML.
@@ -49,6 +49,10 @@ pub struct Args {
     /// Record durations as zero so identical runs give identical traces.
     #[arg(long)]
     pub deterministic: bool,
+    /// Add an MCP server's tools to every task: a stdio command line (`npx -y some-server`)
+    /// or a streamable-HTTP URL. Repeatable.
+    #[arg(long)]
+    pub mcp: Vec<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,14 +95,14 @@ pub(crate) struct Resolved {
     pub id: String,
     pub shape: Shape,
     pub processors: Vec<ProcessorSpec>,
+    /// Ask the model for text actions instead of native tool calls.
+    pub text_actions: bool,
 }
 
 pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     let store = open_store(store_dir)?;
     let rt = runtime(&store)?;
-    let suite = crate::env::builtin(&args.env)
-        .ok_or_else(|| anyhow::anyhow!("unknown environment `{}`", args.env))
-        .hint("built-in environments: shop, house")?;
+    let suite = crate::env::open(&args.env).hint(format!("environments: {}", crate::env::KNOWN))?;
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
@@ -113,9 +117,15 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         .hint("--seeds takes comma-separated integers, e.g. `1,2,3`")?;
     let model: Arc<dyn crate::models::Model> = Arc::from(crate::models::roles::main_model(&args.model).hint("e.g. --model sim:weak, openai:gpt-4o-mini@http://127.0.0.1:8000/v1")?);
     let harness = resolve_harness(&store, &rt, &args.harness)?;
+    let model: Arc<dyn crate::models::Model> =
+        if harness.text_actions { Arc::new(crate::models::text_actions::TextActions::new(Box::new(model))) } else { model };
     let mut swaps: Vec<(usize, u32, Swap)> = Vec::new();
     for s in &args.swap {
         swaps.push(parse_swap(&store, &rt, s).hint("--swap takes TASK@STEP:insert|replace|remove:TARGET[=COMPONENT], e.g. 3@2:replace:loop-guard=processors/loop-guard")?);
+    }
+    let mut mcp = Vec::new();
+    for m in &args.mcp {
+        mcp.push(Arc::new(Mutex::new(connect_mcp(m).hint("--mcp takes a command line (`python3 server.py`) or an http(s) URL")?)));
     }
     let split_name = format!("{split:?}").to_lowercase();
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{}", args.env, split_name));
@@ -147,6 +157,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
             let max_steps = args.max_steps;
             let env_name = args.env.clone();
             let run_name = name.clone();
+            let mcp = mcp.clone();
             handles.push(tokio::spawn(async move {
                 let _permit = permit;
                 let mut env = match suite.make() {
@@ -166,6 +177,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
                     processors: harness.processors.clone(),
                     swaps: swaps.iter().filter(|(t, _, _)| *t == i).map(|(_, s, w)| (*s, w.clone())).collect(),
                     deterministic,
+                    mcp: mcp.clone(),
                 };
                 let (outcome, trace) = run_task(&rt, model.as_ref(), env.as_mut(), spec).await;
                 let trace_id = match trace.save(&store) {
@@ -236,6 +248,20 @@ fn progress(n: usize, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// Start (stdio) or connect to (HTTP) an MCP server and list its tools.
+fn connect_mcp(what: &str) -> anyhow::Result<crate::mcp::McpTools> {
+    let timeout = std::time::Duration::from_secs(30);
+    let client = if what.starts_with("http://") || what.starts_with("https://") {
+        crate::mcp::McpClient::connect_http(what, timeout)?
+    } else {
+        let mut words = what.split_whitespace();
+        let program = words.next().ok_or_else(|| anyhow::anyhow!("empty MCP server command"))?;
+        let command = words.fold(crate::mcp::ServerCommand::new(program), |c, w| c.arg(w));
+        crate::mcp::McpClient::spawn(&command, timeout)?
+    };
+    Ok(crate::mcp::McpTools::new(client)?)
+}
+
 /// Parse `all`, `a..b`, or `i,j,k` against a split of `n` tasks.
 pub(crate) fn pick(spec: &str, n: usize) -> anyhow::Result<Vec<usize>> {
     let spec = spec.trim();
@@ -297,16 +323,27 @@ pub(crate) fn component_bytes(store: &Store, what: &str) -> anyhow::Result<Vec<u
     Ok(store.get(&id)?)
 }
 
-/// The system prompt of the built-in harnesses.
-pub(crate) const DEFAULT_SYSTEM: &str = "You are a careful agent. Solve the task with the tools ({tools}); call exactly one tool per turn.";
-
+/// Resolve `--harness`: a manifest file, `static`/`stock` (the manifests in
+/// `harnesses/`), or a harness name or id in the store. The harness is saved
+/// in the store so traces can name it by id.
 pub(crate) fn resolve_harness(store: &Store, rt: &crate::sandbox::Runtime, what: &str) -> Result<Resolved, CliError> {
-    let shape = Shape { system: DEFAULT_SYSTEM.into(), deny: vec![] };
-    match what {
-        "static" => Ok(Resolved { id: "static".into(), shape, processors: vec![] }),
-        "stock" => Ok(Resolved { id: "stock".into(), shape, processors: super::demo::stock_specs(rt, store).hint("run `make guests` to build the stock processors")? }),
-        other => Err(CliError { error: anyhow::anyhow!("unknown harness `{other}`"), hint: Some("use --harness static or --harness stock".into()) }),
-    }
+    let shop = crate::harness::Workshop::new(rt, store, crate::build::default_target_dir());
+    let builtin = Path::new("harnesses").join(format!("{what}.toml"));
+    let path = if Path::new(what).is_file() { Some(PathBuf::from(what)) } else if builtin.is_file() { Some(builtin) } else { None };
+    let (harness, name) = match path {
+        Some(p) => {
+            let authored = shop.open(&p).map_err(|e| CliError { error: anyhow::anyhow!("{e}"), hint: None })?;
+            (authored.harness, Some(authored.name))
+        }
+        None => {
+            let id = crate::harness::find(store, what).hint("--harness takes a manifest file, `static`, `stock`, or a harness name or id from the store")?;
+            (shop.load(&id)?, None)
+        }
+    };
+    let id = harness.save(store, name.as_deref())?;
+    let processors = harness.processor_specs(rt, store)?;
+    let shape = Shape { system: harness.system().to_string(), deny: harness.tools().deny.clone() };
+    Ok(Resolved { id: id.to_hex(), shape, processors, text_actions: harness.tools().text_actions })
 }
 
 /// The numbers a run is judged by.

@@ -66,6 +66,9 @@ pub trait Environment: Send {
     fn done(&self) -> bool;
     /// The grade so far.
     fn score(&self) -> Score;
+    /// The agent's final answer (a reply without a tool call). Environments
+    /// that grade what the agent says (tau2's required statements) keep it.
+    fn finish(&mut self, _answer: &str) {}
 }
 
 /// A named collection of tasks that makes environments.
@@ -77,8 +80,10 @@ pub trait Suite: Send + Sync {
     fn make(&self) -> Result<Box<dyn Environment>, EnvError>;
 }
 
+pub mod bridge;
 pub mod house;
 pub mod shop;
+pub mod tau2;
 
 /// The built-in suite called `name` (`shop` or `house`), freshly built.
 pub fn builtin(name: &str) -> Option<Box<dyn Suite>> {
@@ -87,4 +92,23 @@ pub fn builtin(name: &str) -> Option<Box<dyn Suite>> {
         house::NAME => Some(Box::new(house::HouseSuite::new())),
         _ => None,
     }
+}
+
+/// Every environment `kiln run --env` knows, for help texts.
+pub const KNOWN: &str = "shop, house, tau2-mock, twx[:GAME], babyai:LEVEL";
+
+/// Open a suite by name: the built-in ones, `tau2-mock` (needs `make tau2`),
+/// and bridged environments such as `twx:coin` or `babyai:GoToLocal` (need
+/// `make bridges`). Errors say what is missing and how to install it.
+pub fn open(name: &str) -> Result<Box<dyn Suite>, EnvError> {
+    if let Some(s) = builtin(name) {
+        return Ok(s);
+    }
+    if name == tau2::NAME {
+        return Ok(Box::new(tau2::Tau2Suite::discover()?));
+    }
+    if name == "twx" || name.starts_with("twx:") || name.starts_with("babyai:") {
+        return bridge::suite(name);
+    }
+    Err(EnvError::Broken { env: name.to_string(), reason: format!("unknown environment; known: {KNOWN}") })
 }

@@ -178,7 +178,7 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
     let ptr = |event: usize, text: &str| Pointer { trace: row.trace.clone(), event, excerpt: excerpt(text) };
     let mut symptoms: Vec<Symptom> = Vec::new();
     let mut implicated: Vec<String> = Vec::new();
-    let mut add = |symptoms: &mut Vec<Symptom>, category: Category, step: Option<u32>, p: Pointer| {
+    let add = |symptoms: &mut Vec<Symptom>, category: Category, step: Option<u32>, p: Pointer| {
         if let Some(s) = symptoms.iter_mut().find(|s| s.category == category) {
             if s.evidence.len() < 3 {
                 s.evidence.push(p);

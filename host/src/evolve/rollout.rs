@@ -110,6 +110,7 @@ impl Lab {
                         shape,
                         processors: specs,
                         swaps: vec![],
+                        mcp: vec![],
                         deterministic: true,
                     };
                     let (outcome, trace) = run_task(&lab.rt, lab.model.as_ref(), env.as_mut(), spec).await;

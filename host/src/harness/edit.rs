@@ -191,7 +191,7 @@ impl Harness {
             Edit::SetConfig { target, config } => self.set_config(target, Value::Object(config.clone())),
             Edit::SetSystem { text } => self.set_system(text.clone()),
         };
-        edited.map_err(|e| HarnessError::Edit { parent: self.id, source: e })
+        edited.map_err(|e| HarnessError::Edit { parent: self.id, source: Box::new(e) })
     }
 
     fn entries(&self) -> Vec<ProcessorEntry> {

@@ -135,14 +135,14 @@ pub enum HarnessError {
     Assemble {
         id: ObjectId,
         #[source]
-        source: AssembleError,
+        source: Box<AssembleError>,
     },
     #[error("cannot load component {component} of processor `{processor}`")]
     Component {
         processor: String,
         component: ObjectId,
         #[source]
-        source: crate::sandbox::LoadError,
+        source: Box<crate::sandbox::LoadError>,
     },
     #[error("object {id} is not a lineage record: {reason}")]
     NotALineage { id: ObjectId, reason: String },
@@ -150,7 +150,7 @@ pub enum HarnessError {
     Edit {
         parent: ObjectId,
         #[source]
-        source: EditError,
+        source: Box<EditError>,
     },
     #[error("`{name}` is not a harness name, id or id prefix: {reason}")]
     Unknown { name: String, reason: String },

@@ -78,12 +78,8 @@ impl HttpTransport {
             self.session = Some(session.to_string());
         }
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let body = response.into_body();
         if !(200..300).contains(&status) {
             let mut body = body;
@@ -149,12 +145,10 @@ impl Transport for HttpTransport {
                 method: method.to_string(),
                 reason: format!("the body is not JSON ({e}): {text}"),
             })?;
-            return messages_in(parsed).into_iter().find(|m| is_response_to(m, id)).ok_or_else(|| {
-                McpError::Protocol {
-                    server: self.url.clone(),
-                    method: method.to_string(),
-                    reason: format!("no response with id {id} in the body: {text}"),
-                }
+            return messages_in(parsed).into_iter().find(|m| is_response_to(m, id)).ok_or_else(|| McpError::Protocol {
+                server: self.url.clone(),
+                method: method.to_string(),
+                reason: format!("no response with id {id} in the body: {text}"),
             });
         }
         Err(McpError::Protocol {
@@ -245,7 +239,8 @@ mod tests {
 
     #[test]
     fn sse_events_join_their_data_lines_and_skip_the_rest() {
-        let stream = ": keep-alive\r\nevent: message\r\nid: 7\r\ndata: {\"a\":\r\ndata:1}\r\n\r\nretry: 10\n\ndata: last";
+        let stream =
+            ": keep-alive\r\nevent: message\r\nid: 7\r\ndata: {\"a\":\r\ndata:1}\r\n\r\nretry: 10\n\ndata: last";
         assert_eq!(events(stream), vec!["{\"a\":\n1}".to_string(), "last".to_string()]);
     }
 

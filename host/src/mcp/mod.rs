@@ -14,7 +14,7 @@
 //! - **Written here, not `rmcp`.** The official Rust SDK (`rmcp` 3.x) builds
 //!   its streamable-HTTP client on reqwest 0.13, a second HTTP stack next to
 //!   the reqwest 0.12 this crate already has; its releases on reqwest 0.12
-//!   are old majors. The subset above is about 600 lines, so it is written
+//!   are old majors. The subset above takes a few hundred lines, so it is written
 //!   here on what the crate already depends on.
 //! - **Synchronous.** [`crate::env::Environment`] is synchronous and is called
 //!   from inside the async agent loop, where blocking on a nested runtime
@@ -360,8 +360,7 @@ impl McpClient {
     /// returns `Ok` with `is_error` set; see [`CallToolResult::into_text`].
     pub fn call_tool(&mut self, name: &str, arguments: Value) -> Result<CallToolResult, McpError> {
         let result = self.request("tools/call", Some(json!({ "name": name, "arguments": arguments })))?;
-        serde_json::from_value(result)
-            .map_err(|e| self.malformed("tools/call", format!("not a tool result: {e}")))
+        serde_json::from_value(result).map_err(|e| self.malformed("tools/call", format!("not a tool result: {e}")))
     }
 
     /// Call a tool and require success: its text, or [`McpError::Tool`]

@@ -216,7 +216,8 @@ impl Transport for StdioTransport {
                     tracing::warn!(server = %self.server, "MCP server wrote a non-JSON line to stdout: {line}");
                 }
                 Ok(Inbound::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.exit_status().unwrap_or_else(|| "it closed its stdout but is still running".into());
+                    let status =
+                        self.exit_status().unwrap_or_else(|| "it closed its stdout but is still running".into());
                     return Err(self.exited(method, status));
                 }
                 Err(RecvTimeoutError::Timeout) => {

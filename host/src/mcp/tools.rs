@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{McpClient, McpError};
+use super::{CallToolResult, McpClient, McpError};
 use crate::chat::ToolSpec;
 use crate::env::Observation;
 
@@ -24,6 +24,7 @@ pub struct McpTools {
     client: McpClient,
     specs: Vec<ToolSpec>,
     injected: Map<String, Value>,
+    render: fn(&CallToolResult) -> String,
 }
 
 impl std::fmt::Debug for McpTools {
@@ -37,7 +38,14 @@ impl McpTools {
     /// List the server's tools (every page) and offer all of them.
     pub fn new(mut client: McpClient) -> Result<McpTools, McpError> {
         let specs = client.list_tools()?.iter().map(|t| t.to_spec()).collect();
-        Ok(McpTools { client, specs, injected: Map::new() })
+        Ok(McpTools { client, specs, injected: Map::new(), render: CallToolResult::text })
+    }
+
+    /// Turn results into observation text with `render` instead of
+    /// [`CallToolResult::text`] (e.g. to pick one field of structured content).
+    pub fn render_with(mut self, render: fn(&CallToolResult) -> String) -> McpTools {
+        self.render = render;
+        self
     }
 
     /// Stop offering the tools called any of `names` (they stay callable
@@ -85,17 +93,20 @@ impl McpTools {
             let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
             return refused(format!("Error: unknown tool `{name}`; the tools are: {}", known.join(", ")));
         }
-        let parsed = if arguments.trim().is_empty() { Ok(Value::Object(Map::new())) } else { serde_json::from_str(arguments) };
+        let parsed =
+            if arguments.trim().is_empty() { Ok(Value::Object(Map::new())) } else { serde_json::from_str(arguments) };
         let mut args = match parsed {
             Ok(Value::Object(map)) => map,
-            Ok(other) => return refused(format!("Error: the arguments of `{name}` must be a JSON object, not `{other}`")),
+            Ok(other) => {
+                return refused(format!("Error: the arguments of `{name}` must be a JSON object, not `{other}`"))
+            }
             Err(e) => return refused(format!("Error: the arguments of `{name}` are not valid JSON: {e}")),
         };
         for (key, value) in &self.injected {
             args.insert(key.clone(), value.clone());
         }
         let result = self.client.call_tool(name, Value::Object(args))?;
-        Ok(Observation { content: result.text(), is_error: result.is_error })
+        Ok(Observation { content: (self.render)(&result), is_error: result.is_error })
     }
 }
 

@@ -83,3 +83,13 @@ pub mod fallback;
 pub mod spec;
 pub mod sim;
 pub mod roles;
+
+/// A shared model is a model, so wrappers (text actions, caches) can hold one.
+impl<M: Model + ?Sized> Model for std::sync::Arc<M> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn complete<'a>(&'a self, request: &'a ModelRequest) -> BoxFuture<'a, Result<ModelResponse, ModelError>> {
+        (**self).complete(request)
+    }
+}

@@ -199,6 +199,33 @@ mod tests {
     }
 
     #[test]
+    fn interrupts_only_on_the_last_step_of_any_budget() {
+        let config = Config::default();
+        for max_steps in 1..60 {
+            for step in 0..max_steps {
+                let facts = TaskFacts {
+                    task_id: "t".into(),
+                    step,
+                    max_steps,
+                    seed: 0,
+                    hook: Hook::AfterModel,
+                };
+                let last = step + 1 == max_steps;
+                assert_eq!(
+                    config.stop(&facts, true).is_some(),
+                    last,
+                    "step {step} of {max_steps} (counting from 0)"
+                );
+                assert_eq!(
+                    config.stop(&facts, false),
+                    None,
+                    "a final answer is never stopped"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let host = TestHost::new();
         let error = host

@@ -30,11 +30,20 @@ pub struct Hello {
 /// A request, one JSON line on the bridge's stdin.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request<'a> {
-    Reset { task: &'a str, seed: u64 },
-    Step { action: &'a str },
-    Tasks { split: Split },
+    Reset {
+        task: &'a str,
+        seed: u64,
+    },
+    Step {
+        action: &'a str,
+    },
+    Tasks {
+        split: Split,
+    },
     /// An op without arguments outside the core protocol (`gold`, `bot_step`).
-    Extra { op: &'a str },
+    Extra {
+        op: &'a str,
+    },
     Close,
 }
 
@@ -123,14 +132,21 @@ pub fn parse_hello(line: &str) -> Result<Hello, String> {
     }
     let env = match fields.get("env") {
         Some(Value::String(env)) if !env.is_empty() && !env.contains('/') => env.clone(),
-        _ => return Err(format!("has no `env` name (a non-empty string without `/`) in its hello line: {}", quote(line))),
+        _ => {
+            return Err(format!(
+                "has no `env` name (a non-empty string without `/`) in its hello line: {}",
+                quote(line)
+            ))
+        }
     };
     let games = match fields.get("games") {
         None => Vec::new(),
         Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
             items.iter().filter_map(|g| g.as_str().map(str::to_string)).collect()
         }
-        Some(_) => return Err(format!("has a `games` field that is not a list of strings in its hello line: {}", quote(line))),
+        Some(_) => {
+            return Err(format!("has a `games` field that is not a list of strings in its hello line: {}", quote(line)))
+        }
     };
     Ok(Hello { env, games })
 }
@@ -194,7 +210,9 @@ mod tests {
     #[test]
     fn replies_are_ok_refused_or_garbage() {
         assert!(matches!(parse_reply(r#"{"ok": true, "obs": "hi"}"#, "step"), Ok(Reply::Ok(f)) if f["obs"] == "hi"));
-        assert!(matches!(parse_reply(r#"{"ok": false, "error": "no such task"}"#, "reset"), Ok(Reply::Refused(e)) if e == "no such task"));
+        assert!(
+            matches!(parse_reply(r#"{"ok": false, "error": "no such task"}"#, "reset"), Ok(Reply::Refused(e)) if e == "no such task")
+        );
         let err = parse_reply("Traceback (most recent call last):", "step").unwrap_err();
         assert!(err.contains("in answer to `step`") && err.contains("Traceback"), "{err}");
         assert!(parse_reply(r#"{"ok": "yes"}"#, "step").is_err());
@@ -202,7 +220,9 @@ mod tests {
 
     #[test]
     fn a_state_reply_must_have_every_field() {
-        let Reply::Ok(fields) = parse_reply(r#"{"ok": true, "obs": "o", "score": 0, "done": false, "won": false, "lost": false}"#, "step").unwrap()
+        let Reply::Ok(fields) =
+            parse_reply(r#"{"ok": true, "obs": "o", "score": 0, "done": false, "won": false, "lost": false}"#, "step")
+                .unwrap()
         else {
             panic!("not ok")
         };
@@ -213,7 +233,10 @@ mod tests {
     #[test]
     fn requests_are_one_json_line() {
         let parsed = |r: Request| serde_json::from_str::<Value>(&r.to_line()).unwrap();
-        assert_eq!(parsed(Request::Reset { task: "coin/train/1", seed: 7 }), json!({"op": "reset", "task": "coin/train/1", "seed": 7}));
+        assert_eq!(
+            parsed(Request::Reset { task: "coin/train/1", seed: 7 }),
+            json!({"op": "reset", "task": "coin/train/1", "seed": 7})
+        );
         assert_eq!(parsed(Request::Step { action: "take \"coin\"" }), json!({"op": "step", "action": "take \"coin\""}));
         assert_eq!(parsed(Request::Tasks { split: Split::Test }), json!({"op": "tasks", "split": "test"}));
         assert_eq!(parsed(Request::Extra { op: "gold" }), json!({"op": "gold"}));

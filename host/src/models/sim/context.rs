@@ -7,6 +7,17 @@
 //! view (a pinned goal, a compacted history, trimmed observations) changes
 //! what the model does.
 //!
+//! **History digests are memory.** A user message whose first line starts
+//! `[compacted ` (history-compactor's digest, a shared text convention) is
+//! not read as one block of text: each of its lines
+//! `- <tool> <JSON arguments> -> <result>` is read as an earlier step, the
+//! call with its result, in the place of the steps it stands for. That is
+//! what a model with a good memory would make of such a summary. A result
+//! is read as the text it stands for: ` | ` separates its lines, and one
+//! that ends in `…` was cut, so its last, partial line or sentence is
+//! treated as unread (a half list of a shelf's contents is not a search of
+//! the shelf). A line whose call cannot be read still gives its result.
+//!
 //! Randomness comes from [`Rolls`]: blake3 over the profile, the request seed
 //! and the visible context, then one hash per named decision. The same
 //! request always gets the same reply.
@@ -73,6 +84,8 @@ pub(crate) struct Reading {
     pub call_blocked: bool,
     /// The model's last reply was blocked and replaced by a user message.
     pub reply_blocked: bool,
+    /// Steps recalled from history digests rather than seen as messages.
+    pub recalled: usize,
 }
 
 impl Reading {
@@ -89,6 +102,16 @@ impl Reading {
                 }
                 Role::User => {
                     let text = message.content.trim_start();
+                    if let Some(recalled) = digest_steps(text) {
+                        reading.recalled += recalled.len();
+                        for step in recalled {
+                            if let Some(result) = &step.result {
+                                reading.seen.push(Seen::Result(result.clone()));
+                            }
+                            reading.steps.push(step);
+                        }
+                        continue;
+                    }
                     if let Some(goal) = find_goal(text) {
                         reading.goal = Some(goal);
                     }
@@ -162,6 +185,54 @@ pub(crate) fn find_goal(text: &str) -> Option<String> {
             .map(|goal| goal.trim().to_string())
             .filter(|goal| !goal.is_empty())
     })
+}
+
+/// The steps a history digest recalls, oldest first, or `None` when `text`
+/// is no digest. A bare `[compacted N earlier messages]` recalls nothing.
+pub(crate) fn digest_steps(text: &str) -> Option<Vec<Step>> {
+    let (header, body) = text.split_once('\n').unwrap_or((text, ""));
+    if !header.starts_with("[compacted ") {
+        return None;
+    }
+    Some(body.lines().filter_map(digest_step).collect())
+}
+
+/// One `- <tool> <JSON arguments> -> <result>` line; `(no result)` is none.
+fn digest_step(line: &str) -> Option<Step> {
+    const ARROW: &str = " -> ";
+    let rest = line.trim_end().strip_prefix("- ")?;
+    let call = rest.split_once(' ').and_then(|(name, after)| {
+        let is_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !is_name {
+            return None;
+        }
+        // The arguments are one JSON value when they parse (so an arrow
+        // inside a string is no separator), else the text before the arrow.
+        let mut values = serde_json::Deserializer::from_str(after).into_iter::<serde_json::Value>();
+        let arguments = match values.next() {
+            Some(Ok(_)) if after[values.byte_offset()..].starts_with(ARROW) => &after[..values.byte_offset()],
+            _ => after.split_once(ARROW)?.0,
+        };
+        let call = ToolCall { id: String::new(), name: name.to_string(), arguments: arguments.to_string() };
+        Some((call, &after[arguments.len() + ARROW.len()..]))
+    });
+    let (call, result) = match call {
+        Some((call, result)) => (Some(call), result),
+        None => (None, rest.split_once("->")?.1.trim_start()),
+    };
+    let result = (result != "(no result)").then(|| recalled_text(result));
+    Some(Step { call, result })
+}
+
+/// A digest result as the text it stands for: ` | ` back to line breaks,
+/// and a cut (a final `…`) back to the last whole line or sentence.
+fn recalled_text(flat: &str) -> String {
+    let text = flat.replace(" | ", "\n");
+    let Some(cut) = text.strip_suffix('…') else { return text };
+    let line_end = cut.rfind('\n');
+    let sentence_end = cut.rfind(". ").map(|at| at + 1);
+    let keep = line_end.max(sentence_end).unwrap_or(0);
+    cut[..keep].trim_end().to_string()
 }
 
 /// `3 steps left` -> 3.
@@ -293,6 +364,47 @@ mod tests {
         let reading = Reading::new("", &later);
         assert!(!reading.loop_advice);
         assert_eq!(reading.steps_left(), Some(2));
+    }
+
+    #[test]
+    fn digest_lines_read_as_earlier_steps() {
+        let digest = "[compacted 9 earlier messages; earlier actions and what they showed:]\n\
+            - act {\"command\":\"go to shelf 1\"} -> You arrive at shelf 1. On the shelf 1, you see a mug 1.\n\
+            - search {\"query\":\"a -> b\"} -> Search results for \"a\" (page 1 of 2, 9 results): | [P0001] Mug $3.00 | [P0002] Cu…\n\
+            - act {\"command\":\"go to drawer 1\"} -> You arrive at drawer 1. On the drawer 1, you see a pen 1, a…\n\
+            - buy {} -> (no result)\n\
+            - look {'broken' -> Nothing happens.\n\
+            - (call not shown) -> You are in the middle of a room.";
+        let call = ToolCall { id: "c1".into(), name: "act".into(), arguments: "{\"command\":\"look\"}".into() };
+        let messages = vec![
+            Message::user("Goal: x"),
+            Message::user(digest),
+            Message::assistant("", vec![call]),
+            Message::tool("c1", "ok"),
+        ];
+        let reading = Reading::new("", &messages);
+        assert_eq!(reading.recalled, 6);
+        assert_eq!(reading.steps.len(), 7);
+        let step = |i: usize| &reading.steps[i];
+        let act = step(0).call.as_ref().unwrap();
+        assert_eq!((act.name.as_str(), act.arguments.as_str()), ("act", "{\"command\":\"go to shelf 1\"}"));
+        assert_eq!(step(0).result.as_deref(), Some("You arrive at shelf 1. On the shelf 1, you see a mug 1."));
+        assert_eq!(step(1).call.as_ref().unwrap().arguments, "{\"query\":\"a -> b\"}");
+        assert_eq!(
+            step(1).result.as_deref(),
+            Some("Search results for \"a\" (page 1 of 2, 9 results):\n[P0001] Mug $3.00"),
+            "lines come back and the cut line is dropped"
+        );
+        assert_eq!(step(2).result.as_deref(), Some("You arrive at drawer 1."), "a cut sentence is unread");
+        assert_eq!((step(3).call.as_ref().unwrap().name.as_str(), step(3).result.as_deref()), ("buy", None));
+        assert_eq!(step(4).call.as_ref().unwrap().arguments, "{'broken'");
+        assert!(step(5).call.is_none());
+        assert_eq!(step(5).result.as_deref(), Some("You are in the middle of a room."));
+        assert_eq!(step(6).result.as_deref(), Some("ok"), "the live step still gets its result");
+        assert!(matches!(&reading.seen[1], Seen::Result(r) if r.starts_with("You arrive at shelf 1")));
+        assert!(!reading.seen.iter().any(|s| matches!(s, Seen::User(t) if t.contains("[compacted"))));
+        assert!(digest_steps("[compacted 4 earlier messages]").unwrap().is_empty());
+        assert!(digest_steps("[advice from x] - a {} -> b").is_none());
     }
 
     #[test]

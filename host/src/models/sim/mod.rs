@@ -13,6 +13,13 @@
 //!    whole state (the goal, the pages it has seen, where it is) is rebuilt
 //!    from that view on every call. The goal is the newest `Goal:` or
 //!    `Goal (pinned):` line in view; with none in view it acts aimlessly.
+//!    A history digest in view (a user message starting `[compacted `, one
+//!    `- <tool> <JSON arguments> -> <result>` line per condensed step) is
+//!    read as those earlier steps, calls and results, as a model with a good
+//!    memory would read it; a result cut short (ending in `…`) counts only
+//!    up to its last whole line or sentence. A bare
+//!    `[compacted N earlier messages]` marker recalls nothing: what it
+//!    replaced is forgotten.
 //! 2. **A suite policy** (`shop.rs`, `house.rs`) ranks the calls a competent
 //!    player would make next.
 //! 3. **A failure layer** (`faults.rs`) applies the profile's flaws: early
@@ -31,7 +38,7 @@
 //!
 //! | knob | flaw | fixed by |
 //! |---|---|---|
-//! | `window` | oldest messages drop out; without the goal line it buys a random result or wanders | goal-pin, history compaction, observation trimming |
+//! | `window` | oldest messages drop out; without the goal line it buys a random result or wanders | goal-pin, history compaction that condenses (a digest), observation trimming |
 //! | `loop_rate`, `loop_persist` | repeats its last call, then keeps repeating (next_page, revisits, `look`) | loop-guard: advice with `repeat` (obeyed with `obey`), `[blocked by ...]` (with `obey_block`) |
 //! | `malformed_rate` | broken JSON arguments (single quotes, trailing comma, missing brace) | tool-call repair |
 //! | `invent_rate` | invented tool names (`search_products`, `buy_now`, `click`) | tool-call repair's nearest-name mapping |
@@ -145,6 +152,7 @@ impl Sim {
             "visible_messages": visible.len(),
             "dropped_messages": request.messages.len() - visible.len(),
             "goal_in_view": reading.goal.is_some(),
+            "recalled_steps": reading.recalled,
             "notes": notes,
         });
         ModelResponse { text, calls, usage: Usage { input_tokens, output_tokens }, raw: Some(raw.to_string()) }

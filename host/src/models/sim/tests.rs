@@ -6,7 +6,8 @@
 //! conventions: goal-pin, loop-guard (advice, then blocks), tool-call repair
 //! (JSON, names, calls written as text), observation trimming, and
 //! step-budget (advice with `steps left`, and blocking a final answer given
-//! while steps remain).
+//! while steps remain). [`compact_with_digest`] writes history-compactor's
+//! digest as its docs describe, to check that the sim reads it as memory.
 
 use super::*;
 use crate::chat::Message;
@@ -484,4 +485,68 @@ fn the_model_trait_answers_like_respond_and_reports_usage() {
     assert!(answer.usage.output_tokens > 0);
     let error = Sim::from_spec("weak?patience=3").unwrap_err().to_string();
     assert!(error.contains("unknown sim knob `patience`"), "{error}");
+}
+
+/// history-compactor's digest, natively (the format in its crate docs):
+/// messages `1..cut` become one user message with one line per call.
+fn compact_with_digest(messages: &[Message], cut: usize) -> Vec<Message> {
+    let flat = |text: &str| {
+        let joined = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+        if joined.chars().count() <= 160 {
+            return joined;
+        }
+        let mut cut: String = joined.chars().take(159).collect();
+        cut.truncate(cut.trim_end().len());
+        cut + "…"
+    };
+    let mut lines = Vec::new();
+    for message in &messages[1..cut] {
+        for call in &message.calls {
+            let result = messages[1..cut].iter().find(|m| m.call_id.as_deref() == Some(call.id.as_str()));
+            lines.push(format!("- {} {} -> {}", call.name, flat(&call.arguments), flat(&result.unwrap().content)));
+        }
+    }
+    let header = format!("[compacted {} earlier messages; earlier actions and what they showed:]", cut - 1);
+    let mut compacted = vec![messages[0].clone(), Message::user(format!("{header}\n{}", lines.join("\n")))];
+    compacted.extend_from_slice(&messages[cut..]);
+    compacted
+}
+
+#[test]
+fn a_digest_keeps_what_a_bare_marker_forgets() {
+    let suite = house();
+    let sim = Sim::from_spec("perfect").unwrap();
+    let (mut same, mut compared, mut marker_differs) = (0, 0, 0);
+    for index in 0..12 {
+        let task = format!("house/test/{index}");
+        let transcript = run(&sim, &suite, &task, 0, BARE).transcript;
+        let tools = suite.make().unwrap().reset(&task, 0).unwrap().tools;
+        // Every prefix that ends after a tool result, with all but the last
+        // two steps compacted.
+        for end in (7..transcript.len()).step_by(2) {
+            let prefix = &transcript[..end];
+            if prefix.last().unwrap().role != crate::chat::Role::Tool {
+                continue;
+            }
+            let cut = end - 4;
+            let full = reply("perfect", &request(prefix.to_vec(), tools.clone()));
+            let condensed = compact_with_digest(prefix, cut);
+            let digested = reply("perfect", &request(condensed.clone(), tools.clone()));
+            assert!(raw(&digested)["recalled_steps"].as_u64().unwrap() > 0);
+            let mut forgotten =
+                vec![prefix[0].clone(), Message::user(format!("[compacted {} earlier messages]", cut - 1))];
+            forgotten.extend_from_slice(&prefix[cut..]);
+            let marked = reply("perfect", &request(forgotten, tools.clone()));
+            compared += 1;
+            same += usize::from(same_calls(&digested, &full));
+            marker_differs += usize::from(!same_calls(&marked, &full));
+        }
+    }
+    assert!(compared >= 40, "only {compared} prefixes compared");
+    assert!(same * 100 >= compared * 95, "the digest changed {} of {compared} decisions", compared - same);
+    assert!(marker_differs * 3 >= compared, "a bare marker changed only {marker_differs} of {compared} decisions");
+}
+
+fn same_calls(a: &ModelResponse, b: &ModelResponse) -> bool {
+    a.calls.len() == b.calls.len() && a.calls.iter().zip(&b.calls).all(|(x, y)| context::same_call(x, y))
 }

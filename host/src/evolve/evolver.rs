@@ -1,0 +1,440 @@
+//! The Evolver: directions in, candidates out, each a typed edit with a
+//! change manifest, built and smoke-tested.
+//!
+//! Without a `meta` model, code comes from the template catalog
+//! (`templates/`), with parameters fitted to the evidence and passed as
+//! config: the final-answer guard's message follows the failure it answers,
+//! the tool-alias table maps exactly the invented names seen in traces to
+//! the nearest real tool, tuned stock configs step from the current value.
+//! With one, the model writes each processor (see [`super::meta`]) and
+//! compile errors go back to it for a bounded number of repairs. Either
+//! way the source is compiled by kiln and replayed on recorded traces before
+//! anything else looks at it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::digest::{Category, Digest, Pointer};
+use super::forge::{smoke, template_source, Built, Forge, ForgeError, SmokeReport};
+use super::genome::{canonical_text, EditOp, Genome, Part};
+use super::meta;
+use super::plan::{lever, Bucket, Direction, LeverKind};
+use super::rollout::{Lab, TaskResult};
+use crate::chat::Message;
+use crate::models::Model;
+use crate::sandbox::Loaded;
+use crate::trace::Event;
+
+/// What a candidate predicts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impact {
+    pub tasks_will_unlock: Vec<String>,
+    pub tasks_will_stabilize: Vec<String>,
+    pub tasks_at_risk: Vec<String>,
+}
+
+/// What must fire for a flip to count as this candidate's doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// `processor_invocation`, `prompt_feature` or `processor_absent`.
+    pub kind: String,
+    pub name: String,
+    pub expected_min_calls: u32,
+}
+
+/// The change manifest (paper Table 9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub candidate_id: String,
+    pub lever: String,
+    pub bucket: Bucket,
+    pub dimension: String,
+    pub theme: Category,
+    pub edit: EditOp,
+    /// Trace pointers the edit answers (observed, not assumed).
+    pub capability_evidence: Vec<Pointer>,
+    pub file_changes: Vec<String>,
+    pub predicted_impact: Impact,
+    pub attribution_signature: Attribution,
+    /// The incumbent's id and the candidate harness's id.
+    pub parent: String,
+    pub harness: String,
+}
+
+/// How the code of a candidate came to be.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// Compile attempts (0: no code to build, or a cached component).
+    pub attempts: u32,
+    /// Compile errors, first lines, one per failed attempt.
+    pub errors: Vec<String>,
+    pub component: Option<String>,
+    /// blake3 of the source that built.
+    pub source: Option<String>,
+    pub meta_tokens: u64,
+}
+
+/// A candidate as the Critic and the Gate see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Candidate {
+    pub manifest: Manifest,
+    pub build: BuildRecord,
+    pub smoke: Option<SmokeReport>,
+    /// Set when the Evolver itself ended the candidate: (stage, reason).
+    pub failed: Option<(String, String)>,
+    /// The model-written or template source, for the Critic's reading.
+    #[serde(skip)]
+    pub source_text: Option<String>,
+    #[serde(skip)]
+    pub genome: Option<Genome>,
+    #[serde(skip)]
+    pub loaded: Option<Arc<Loaded>>,
+    /// The config the new or changed processor runs with.
+    #[serde(skip)]
+    pub config_text: Option<String>,
+}
+
+/// Inputs the Evolver shares across a round.
+pub struct Workbench<'a> {
+    pub lab: &'a Lab,
+    pub forge: &'a Forge,
+    pub meta: Option<&'a dyn Model>,
+    pub repairs: u32,
+    /// Meta-model tokens still allowed.
+    pub meta_tokens_left: u64,
+    pub digest: &'a Digest,
+    pub results: &'a [TaskResult],
+    pub incumbent: &'a Genome,
+    pub round: u32,
+    /// Harness ids already tried (with the candidate that had them): a
+    /// direction that would only repeat one is skipped, not proposed again.
+    pub tried: &'a std::collections::BTreeMap<String, String>,
+    /// What was skipped that way, as `lever (same as C-Rn-NN)`.
+    pub skipped: Vec<String>,
+}
+
+fn prompt_line(theme: Category) -> &'static str {
+    match theme {
+        Category::PrematureStop => "Do not give a final answer until the task is done; keep using the tools.",
+        Category::InvalidAction => "If an action gives `Nothing happens.`, look around and choose a different, valid action.",
+        Category::ToolError => "Read every tool error and fix the call before you try again.",
+        _ => "Before you finish, check the result against every requirement of the goal.",
+    }
+}
+
+/// Fit a tool-alias table: each invented name to the one real tool it most
+/// plausibly meant (one contains the other, or Jaro-Winkler similarity of at
+/// least 0.8); names with no or two equally good matches are left out.
+pub fn fit_aliases(digest: &Digest) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for t in &digest.tasks {
+        for bad in &t.unknown_tools {
+            let norm = |s: &str| s.to_ascii_lowercase().replace(['-', '_', ' '], "");
+            let mut scored: Vec<(f64, &String)> = t
+                .known_tools
+                .iter()
+                .map(|k| {
+                    let (a, b) = (norm(bad), norm(k));
+                    let s = if a.contains(&b) || b.contains(&a) { 1.0 } else { strsim::jaro_winkler(&a, &b) };
+                    (s, k)
+                })
+                .filter(|(s, _)| *s >= 0.8)
+                .collect();
+            scored.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal).then(x.1.cmp(y.1)));
+            if let Some((best, name)) = scored.first() {
+                if scored.get(1).map(|(s, _)| s < best).unwrap_or(true) {
+                    out.insert(bad.clone(), Value::String((*name).clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn part_of(built: &Built, config: Value) -> Part {
+    let info = &built.loaded.info;
+    Part { name: info.name.clone(), group: info.group.clone(), band: info.band, component: built.component.clone(), config }
+}
+
+/// Traces to smoke-test on: up to four of the theme's failing tasks, then up
+/// to four solved ones.
+pub fn smoke_traces(lab: &Lab, results: &[TaskResult], targets: &[String]) -> Vec<(String, Vec<Event>)> {
+    let failing = results.iter().filter(|r| targets.contains(&r.task)).take(4);
+    let solved = results.iter().filter(|r| r.success).take(4);
+    failing.chain(solved).filter_map(|r| lab.events(&r.trace).ok().map(|e| (r.task.clone(), e))).collect()
+}
+
+impl Workbench<'_> {
+    fn excerpts(&self, theme: Category) -> String {
+        let mut s = String::new();
+        for t in self.digest.tasks.iter().filter(|t| t.category == theme).take(3) {
+            let Ok(events) = self.lab.events(&t.trace) else { continue };
+            let at = t.symptoms.iter().find(|x| x.category == theme).and_then(|x| x.evidence.first()).map(|p| p.event).unwrap_or(0);
+            s.push_str(&format!("## {} (trace {}, events {}..={})\n", t.task, &t.trace[..12.min(t.trace.len())], at.saturating_sub(4), at));
+            for (i, e) in events.iter().enumerate().take(at + 1).skip(at.saturating_sub(4)) {
+                let line = serde_json::to_string(e).unwrap_or_default();
+                let line: String = line.chars().take(400).collect();
+                s.push_str(&format!("{i}: {line}\n"));
+            }
+        }
+        s
+    }
+
+    /// Ask the meta model for a processor, repairing compile errors.
+    async fn model_written(&mut self, theme: Category, build: &mut BuildRecord) -> Result<(Built, String), (String, String)> {
+        let model = self.meta.expect("only called with a meta model");
+        let mut messages = vec![Message::user(meta::first_prompt(theme.name(), &self.digest.summary(12), &self.excerpts(theme)))];
+        loop {
+            if self.meta_tokens_left == 0 {
+                return Err(("evolver:budget".into(), "the meta-model token budget is spent".into()));
+            }
+            let x = meta::ask(model, &self.lab.store, &messages).await.map_err(|e| ("evolver:meta".to_string(), e))?;
+            build.meta_tokens += x.tokens;
+            self.meta_tokens_left = self.meta_tokens_left.saturating_sub(x.tokens);
+            let Some(code) = meta::code_block(&x.reply) else {
+                return Err(("evolver:no-code".into(), format!("the meta model's reply has no code block: {:?}", x.reply.chars().take(120).collect::<String>())));
+            };
+            build.attempts += 1;
+            match self.forge.build(&self.lab.rt, "model-written", &code) {
+                Ok(b) => return Ok((b, code)),
+                Err(ForgeError::Compile(errors)) => {
+                    build.errors.push(errors.lines().filter(|l| l.contains("error")).take(3).collect::<Vec<_>>().join(" | "));
+                    if build.attempts > self.repairs {
+                        return Err(("evolver:build".into(), format!("still does not compile after {} repairs: {}", self.repairs, build.errors.last().cloned().unwrap_or_default())));
+                    }
+                    messages.push(Message::assistant(x.reply, vec![]));
+                    messages.push(Message::user(meta::repair_prompt(&errors)));
+                }
+                Err(e) => return Err(("evolver:build".into(), e.to_string())),
+            }
+        }
+    }
+
+    /// Make the candidate for one direction, or say why there is none to make.
+    pub async fn propose(&mut self, d: &Direction, index: usize) -> Option<Candidate> {
+        let l = lever(&d.lever)?;
+        let theme_tasks: Vec<String> = d.tasks.clone();
+        let solved: Vec<String> = self.results.iter().filter(|r| r.success).map(|r| r.task.clone()).collect();
+        let stabilize: Vec<String> = self.digest.tasks.iter().filter(|t| t.success && t.symptoms.iter().any(|s| s.category == d.theme)).map(|t| t.task.clone()).collect();
+        let evidence: Vec<Pointer> = self.digest.tasks.iter().filter(|t| t.category == d.theme).flat_map(|t| t.symptoms.iter().filter(|s| s.category == d.theme).flat_map(|s| s.evidence.first().cloned())).take(6).collect();
+        let mut build = BuildRecord::default();
+        let mut source_text = None;
+        let mut global = false;
+        let mut failed: Option<(String, String)> = None;
+        let mut built: Option<Built> = None;
+        let op: EditOp = match l.kind {
+            LeverKind::Template(name) => {
+                let config = match name {
+                    "final-answer-guard" => {
+                        let reason = if d.theme == Category::MalformedCall {
+                            "that was a tool call written as text, which ends the task: make it a real tool call"
+                        } else {
+                            "the task is not finished yet: keep working with the tools instead of answering"
+                        };
+                        json!({ "max_blocks": 2, "reason": reason })
+                    }
+                    "tool-alias" => {
+                        let aliases = fit_aliases(self.digest);
+                        if aliases.is_empty() {
+                            return None; // nothing in the evidence to fit
+                        }
+                        json!({ "aliases": aliases })
+                    }
+                    _ => {
+                        global = true;
+                        json!({})
+                    }
+                };
+                let src = template_source(name)?;
+                source_text = Some(src.to_string());
+                match self.forge.build(&self.lab.rt, name, src) {
+                    Ok(b) => {
+                        build.attempts = 1;
+                        build.component = Some(b.component.clone());
+                        build.source = Some(b.source.clone());
+                        let op = EditOp::Insert { part: part_of(&b, config) };
+                        built = Some(b);
+                        op
+                    }
+                    Err(e) => {
+                        build.attempts = 1;
+                        build.errors.push(e.to_string());
+                        failed = Some(("evolver:build".into(), format!("template {name}: {e}")));
+                        EditOp::Insert { part: Part { name: name.into(), group: None, band: Default::default(), component: String::new(), config } }
+                    }
+                }
+            }
+            LeverKind::Stock(name) => {
+                global = matches!(name, "goal-pin" | "observation-trim" | "history-compactor");
+                match self.forge.stock(&self.lab.rt, name) {
+                    Ok(b) => {
+                        build.component = Some(b.component.clone());
+                        build.source = Some(b.source.clone());
+                        let op = EditOp::Insert { part: part_of(&b, json!({})) };
+                        built = Some(b);
+                        op
+                    }
+                    Err(e) => {
+                        failed = Some(("evolver:build".into(), format!("stock processor {name}: {e}")));
+                        EditOp::Insert { part: Part { name: name.into(), group: None, band: Default::default(), component: String::new(), config: json!({}) } }
+                    }
+                }
+            }
+            LeverKind::Tune(name) => {
+                let part = self.incumbent.get(name)?.clone();
+                let cur = part.config.as_object().cloned().unwrap_or_default();
+                let get = |k: &str, d: u64| cur.get(k).and_then(Value::as_u64).unwrap_or(d);
+                let mut next = cur.clone();
+                match name {
+                    "loop-guard" => {
+                        let (a, b) = (get("advise_after", 2), get("block_after", 4));
+                        let (na, nb) = (a.saturating_sub(1).max(1), b.saturating_sub(1).max(a.saturating_sub(1).max(1)));
+                        if (na, nb) == (a, b) {
+                            return None;
+                        }
+                        next.insert("advise_after".into(), json!(na));
+                        next.insert("block_after".into(), json!(nb));
+                    }
+                    "step-budget" => {
+                        let w = get("warn_at", 3);
+                        if w >= 10 {
+                            return None;
+                        }
+                        next.insert("warn_at".into(), json!((w + 2).min(10)));
+                    }
+                    _ => return None,
+                }
+                let id: crate::store::ObjectId = part.component.parse().ok()?;
+                let loaded = match self.lab.rt.get(&part.component) {
+                    Some(l) => l,
+                    None => self.lab.rt.load(&self.lab.store.get(&id).ok()?).ok()?,
+                };
+                built = Some(Built { component: part.component.clone(), source: format!("config:{name}"), loaded });
+                EditOp::SetConfig { target: name.into(), config: Value::Object(next) }
+            }
+            LeverKind::PromptLine => {
+                global = true;
+                EditOp::AddPromptLine { line: prompt_line(d.theme).into() }
+            }
+            LeverKind::RemoveFaulty => {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for r in self.results {
+                    for (p, _) in &r.faults {
+                        *counts.entry(p.clone()).or_default() += 1;
+                    }
+                }
+                let (target, _) = counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
+                self.incumbent.get(&target)?;
+                EditOp::Remove { target }
+            }
+            LeverKind::ModelWritten => match self.model_written(d.theme, &mut build).await {
+                Ok((b, code)) => {
+                    build.component = Some(b.component.clone());
+                    build.source = Some(b.source.clone());
+                    source_text = Some(code);
+                    let op = EditOp::Insert { part: part_of(&b, json!({})) };
+                    built = Some(b);
+                    op
+                }
+                Err((stage, reason)) => {
+                    failed = Some((stage, reason));
+                    EditOp::Insert { part: Part { name: "model-written".into(), group: None, band: Default::default(), component: String::new(), config: json!({}) } }
+                }
+            },
+        };
+        let genome = if failed.is_none() {
+            match self.incumbent.apply(&op) {
+                Ok(g) => {
+                    if let Some(prev) = self.tried.get(&g.id()) {
+                        self.skipped.push(format!("{} (same harness as {prev})", l.id));
+                        return None;
+                    }
+                    Some(g)
+                }
+                Err(e) => {
+                    failed = Some(("evolver:edit".into(), e.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (attr_kind, attr_name) = match &op {
+            EditOp::Insert { part } | EditOp::Replace { part, .. } => ("processor_invocation", part.name.clone()),
+            EditOp::SetConfig { target, .. } => ("processor_invocation", target.clone()),
+            EditOp::Remove { target } => ("processor_absent", target.clone()),
+            EditOp::AddPromptLine { line } => ("prompt_feature", line.clone()),
+        };
+        let config_text = match &op {
+            EditOp::Insert { part } | EditOp::Replace { part, .. } => Some(canonical_text(&part.config)),
+            EditOp::SetConfig { config, .. } => Some(canonical_text(config)),
+            _ => None,
+        };
+        let file_changes = match (&op, &build.source) {
+            (EditOp::AddPromptLine { .. }, _) => vec!["harness.system".to_string()],
+            (EditOp::SetConfig { target, .. }, _) => vec![format!("processors.{target}.config")],
+            (EditOp::Remove { target }, _) => vec![format!("processors.{target}")],
+            (_, Some(src)) if src.starts_with("stock:") => vec![format!("processors.{}", &src[6..])],
+            (_, Some(src)) => vec![format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]), format!("cache/evolve-crates/{}/src/lib.rs", if l.kind == LeverKind::ModelWritten { "model-written" } else { l.id })],
+            _ => vec![format!("processors.{attr_name}")],
+        };
+        let manifest = Manifest {
+            candidate_id: format!("C-R{}-{:02}", self.round, index + 1),
+            lever: l.id.to_string(),
+            bucket: l.bucket,
+            dimension: l.dimension.to_string(),
+            theme: d.theme,
+            edit: op,
+            capability_evidence: evidence,
+            file_changes,
+            predicted_impact: Impact { tasks_will_unlock: theme_tasks.clone(), tasks_will_stabilize: stabilize, tasks_at_risk: if global { solved } else { vec![] } },
+            attribution_signature: Attribution { kind: attr_kind.into(), name: attr_name, expected_min_calls: 1 },
+            parent: self.incumbent.id(),
+            harness: genome.as_ref().map(Genome::id).unwrap_or_default(),
+        };
+        let mut cand = Candidate { manifest, build, smoke: None, failed, source_text, genome, loaded: built.as_ref().map(|b| b.loaded.clone()), config_text };
+        if cand.failed.is_none() {
+            if let (Some(loaded), Some(cfg)) = (&cand.loaded, &cand.config_text) {
+                let traces = smoke_traces(self.lab, self.results, &theme_tasks);
+                let report = smoke(&self.lab.rt, loaded, cfg, &traces);
+                if !report.passed {
+                    cand.failed = Some(("evolver:smoke".into(), report.reason.clone().unwrap_or_default()));
+                }
+                cand.smoke = Some(report);
+            }
+        }
+        Some(cand)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evolve::digest::{aggregate, TaskDigest};
+    use crate::trace::EndReason;
+
+    #[test]
+    fn aliases_fit_the_invented_names_only() {
+        let t = TaskDigest {
+            task: "t".into(),
+            seed: 1,
+            trace: "00".into(),
+            success: false,
+            reason: EndReason::Done,
+            steps: 1,
+            category: Category::UnknownTool,
+            step: None,
+            implicated: vec![],
+            symptoms: vec![],
+            goal: None,
+            unknown_tools: vec!["search_products".into(), "buy_now".into(), "zzz".into()],
+            known_tools: vec!["search".into(), "buy".into(), "back".into(), "view".into()],
+        };
+        let a = fit_aliases(&aggregate(vec![t]));
+        assert_eq!(a.get("search_products"), Some(&json!("search")));
+        assert_eq!(a.get("buy_now"), Some(&json!("buy")));
+        assert!(!a.contains_key("zzz"));
+    }
+}

@@ -1,0 +1,282 @@
+//! A llama-family transformer over GGUF weights, with a KV cache that can be
+//! cut back to any length.
+//!
+//! candle-transformers has a quantized llama, but its cache only grows: it
+//! cannot drop the tail of a conversation that the next request rewrote (a
+//! processor edited the reply, an action was rendered differently), and it
+//! cannot take a chunk of tokens on top of a non-empty cache. Both are what
+//! prefix reuse across the steps of a task needs, so the forward pass is
+//! written here on candle-core and candle-nn kernels (quantized matmul,
+//! RMS norm, interleaved rope, softmax), about as long as that file.
+//!
+//! Layout choices:
+//! - The cache is one preallocated buffer per layer, grown by doubling and
+//!   written in place (`slice_set`), so appending a token does not copy
+//!   the history; truncating only moves the length.
+//! - Grouped-query attention folds the query heads that share a key/value
+//!   head into the row dimension instead of copying keys and values once per
+//!   query head.
+//! - The token embedding stays quantized; rows are dequantized on lookup, and
+//!   the same tensor serves as the output head when the file ties them.
+//! - Q4_1 matrices are re-quantized to Q8_0 at load (optional, on by
+//!   default): candle's CPU kernel for Q4_1 is scalar, its Q8_0 kernel uses
+//!   SIMD, and Q8_0 holds every Q4_1 value almost exactly. It costs memory
+//!   (8.5 instead of 5 bits a weight) and buys speed; see the module docs of
+//!   [`super`] for the measured numbers.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::error::LocalError;
+use super::gguf::{GgufFile, Hyper};
+
+/// How to load the weights.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Re-quantize Q4_0/Q4_1/Q5_0/Q5_1 matrices to Q8_0 for the faster kernel.
+    pub requantize_q8: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { requantize_q8: true }
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// The loaded weights. Immutable: all state lives in a [`KvCache`].
+pub struct Llama {
+    pub hyper: Hyper,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    head: QMatMul,
+    /// Rope tables for every position of the window: (window, head_dim / 2).
+    cos: Tensor,
+    sin: Tensor,
+    pub window: usize,
+}
+
+/// Which rows of logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (prefill, decoding).
+    Last,
+    /// Every position's (scoring a continuation).
+    All,
+}
+
+impl Llama {
+    /// Load every weight of `file`; `window` caps the context (at most the
+    /// trained length).
+    pub fn load(file: &mut GgufFile, hyper: Hyper, window: usize, options: LoadOptions) -> Result<Llama, LocalError> {
+        let h = &hyper;
+        let (d, kv) = (h.n_embd, h.n_kv_head * h.head_dim);
+        let matrix = |file: &mut GgufFile, name: &str, shape: [usize; 2]| -> Result<QMatMul, LocalError> {
+            let tensor = file.tensor(name, &shape)?;
+            let tensor = if options.requantize_q8
+                && matches!(tensor.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+                && shape[1] % GgmlDType::Q8_0.block_size() == 0
+            {
+                let dense = tensor.dequantize(&Device::Cpu).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))?;
+                QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))?
+            } else {
+                tensor
+            };
+            QMatMul::from_qtensor(tensor).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))
+        };
+        let vector = |file: &mut GgufFile, name: &str| -> Result<Tensor, LocalError> {
+            let tensor = file.tensor(name, &[d])?;
+            tensor.dequantize(&Device::Cpu).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))
+        };
+        let embed = Arc::new(file.tensor("token_embd.weight", &[h.vocab_size, d])?);
+        let mut layers = Vec::with_capacity(h.n_layer);
+        for i in 0..h.n_layer {
+            let name = |part: &str| format!("blk.{i}.{part}.weight");
+            layers.push(Layer {
+                attn_norm: vector(file, &name("attn_norm"))?,
+                wq: matrix(file, &name("attn_q"), [d, d])?,
+                wk: matrix(file, &name("attn_k"), [kv, d])?,
+                wv: matrix(file, &name("attn_v"), [kv, d])?,
+                wo: matrix(file, &name("attn_output"), [d, d])?,
+                ffn_norm: vector(file, &name("ffn_norm"))?,
+                w_gate: matrix(file, &name("ffn_gate"), [h.n_ff, d])?,
+                w_up: matrix(file, &name("ffn_up"), [h.n_ff, d])?,
+                w_down: matrix(file, &name("ffn_down"), [d, h.n_ff])?,
+            });
+        }
+        let norm = vector(file, "output_norm.weight")?;
+        let head = if file.has_tensor("output.weight") {
+            matrix(file, "output.weight", [h.vocab_size, d])?
+        } else {
+            QMatMul::from_arc(Arc::clone(&embed)).map_err(|e| file.bad(format!("tensor `token_embd.weight`: {e}")))?
+        };
+        let (cos, sin) = rope_tables(h.head_dim, h.rope_base, window).map_err(|e| file.bad(format!("rope tables: {e}")))?;
+        Ok(Llama { hyper, embed, layers, norm, head, cos, sin, window })
+    }
+
+    /// A cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: (0..self.layers.len()).map(|_| None).collect(), len: 0 }
+    }
+
+    /// Run `tokens` at positions `cache.len()..`, append their keys and
+    /// values to `cache`, and return logits, shape (rows, vocab).
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], want: Logits) -> candle_core::Result<Tensor> {
+        let h = &self.hyper;
+        let (t, past) = (tokens.len(), cache.len);
+        if t == 0 {
+            candle_core::bail!("forward needs at least one token");
+        }
+        if past + t > self.window {
+            candle_core::bail!("positions {past}..{} exceed the window of {}", past + t, self.window);
+        }
+        let n_rep = h.n_head / h.n_kv_head;
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, t, d)
+        let cos = self.cos.narrow(0, past, t)?;
+        let sin = self.sin.narrow(0, past, t)?;
+        let mask = causal_mask(t, past, n_rep)?;
+        let scale = 1.0 / (h.head_dim as f64).sqrt();
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let residual = &x;
+            let hidden = candle_nn::ops::rms_norm(&x, &layer.attn_norm, h.rms_eps)?;
+            let heads = |w: &QMatMul, n: usize| -> candle_core::Result<Tensor> {
+                w.forward(&hidden)?.reshape((1, t, n, h.head_dim))?.transpose(1, 2)?.contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope_i(&heads(&layer.wq, h.n_head)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&heads(&layer.wk, h.n_kv_head)?, &cos, &sin)?;
+            let v = heads(&layer.wv, h.n_kv_head)?;
+            let (k, v) = append(slot, past, &k, &v)?; // (1, kv_heads, past + t, head_dim)
+            // Query heads sharing a key/value head become extra rows.
+            let q = q.reshape((1, h.n_kv_head, n_rep * t, h.head_dim))?;
+            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let scores = match &mask {
+                Some(mask) => scores.broadcast_add(mask)?,
+                None => scores,
+            };
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended = weights.matmul(&v)?; // (1, kv_heads, n_rep * t, head_dim)
+            let attended = attended.reshape((1, h.n_head, t, h.head_dim))?.transpose(1, 2)?.reshape((1, t, h.n_embd))?;
+            x = (residual + layer.wo.forward(&attended)?)?;
+            let hidden = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, h.rms_eps)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&hidden)?)?;
+            let up = layer.w_up.forward(&hidden)?;
+            x = (&x + layer.w_down.forward(&(gate * up)?)?)?;
+        }
+        cache.len = past + t;
+        let x = match want {
+            Logits::Last => x.narrow(1, t - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, h.rms_eps)?;
+        self.head.forward(&x)?.squeeze(0)
+    }
+}
+
+/// The key/value history of one token sequence.
+pub struct KvCache {
+    /// Per layer: the key and value buffers, (1, kv_heads, capacity, head_dim).
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forget every position from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Make this cache hold the first `len` positions of `other`.
+    pub fn copy_prefix(&mut self, other: &KvCache, len: usize) -> candle_core::Result<()> {
+        let len = len.min(other.len);
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            if let Some((k, v)) = theirs {
+                let k = k.narrow(2, 0, len)?.contiguous()?;
+                let v = v.narrow(2, 0, len)?.contiguous()?;
+                self.len = 0;
+                append(mine, 0, &k, &v)?;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// Write `k` and `v` at position `past` of a layer's buffers, growing them
+/// when full, and return views of positions `0..past + t`.
+fn append(slot: &mut Option<(Tensor, Tensor)>, past: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let (_, heads, t, dim) = k.dims4()?;
+    let needed = past + t;
+    let capacity = slot.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+    if needed > capacity {
+        let grown = needed.next_power_of_two().max(256);
+        let fresh_k = Tensor::zeros((1, heads, grown, dim), DType::F32, &Device::Cpu)?;
+        let fresh_v = Tensor::zeros((1, heads, grown, dim), DType::F32, &Device::Cpu)?;
+        if let (Some((old_k, old_v)), true) = (slot.as_ref(), past > 0) {
+            fresh_k.slice_set(&old_k.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
+            fresh_v.slice_set(&old_v.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
+        }
+        *slot = Some((fresh_k, fresh_v));
+    }
+    let (buf_k, buf_v) = slot.as_ref().expect("allocated above");
+    buf_k.slice_set(k, 2, past)?;
+    buf_v.slice_set(v, 2, past)?;
+    Ok((buf_k.narrow(2, 0, needed)?, buf_v.narrow(2, 0, needed)?))
+}
+
+/// The additive causal mask for `t` new rows over `past + t` keys, each row
+/// repeated `n_rep` times (the folded query heads); `None` for one row.
+fn causal_mask(t: usize, past: usize, n_rep: usize) -> candle_core::Result<Option<Tensor>> {
+    if t == 1 {
+        return Ok(None);
+    }
+    let width = past + t;
+    let mut mask = Vec::with_capacity(n_rep * t * width);
+    for _ in 0..n_rep {
+        for i in 0..t {
+            mask.extend((0..width).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
+        }
+    }
+    Ok(Some(Tensor::from_vec(mask, (n_rep * t, width), &Device::Cpu)?))
+}
+
+/// Rope cosines and sines for positions `0..window`, (window, head_dim / 2).
+fn rope_tables(head_dim: usize, base: f32, window: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv_freq: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / head_dim as f32)).collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), &Device::Cpu)?;
+    let positions = Tensor::arange(0u32, window as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((window, 1))?;
+    let angles = positions.broadcast_mul(&inv_freq)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// Log-probabilities of `logits` (rows, vocab), computed in f32.
+pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&log_sum)
+}

@@ -1,0 +1,286 @@
+//! End to end: AEGIS evolving real harnesses with real components.
+//!
+//! - a short offline evolution on `shop` with `sim:weak`: the held-out score
+//!   does not drop, no regression is let through, and the same seed in a
+//!   fresh store writes byte-identical ledgers;
+//! - an interrupted run, resumed, writes the same ledgers as one that ran
+//!   through;
+//! - the model-written path: a loopback OpenAI-compatible server answers
+//!   first with processor source that does not compile, then with a fixed
+//!   one; kiln compiles it, sends the error back, repairs, smoke-tests,
+//!   gates and ships it;
+//! - bad input ends cleanly with a reason.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kiln::evolve::{evolve, resume, EvolveConfig, EvolveError, Paths, Progress, Reporter, Silent};
+use kiln::sandbox::{Runtime, RuntimeConfig};
+use kiln::store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rt() -> Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new(RuntimeConfig { pooling: false, ..Default::default() }).expect("runtime")).clone()
+}
+
+fn paths() -> Paths {
+    common::guest_out(); // the stock processors are built
+    let root = common::root();
+    Paths { target_dir: root.join("target/guest"), guest_sdk: root.join("guest-sdk"), processors: root.join("processors") }
+}
+
+fn config(env: &str) -> EvolveConfig {
+    let mut c = EvolveConfig::new("t", env);
+    c.train = (0..16).collect();
+    c.test = (0..16).collect();
+    c.rounds = 3;
+    c.patience = 2;
+    c.candidates = 3;
+    c.gate_seeds = 2;
+    c
+}
+
+/// Every ledger file of a run but run.json and timing.json, by relative path.
+fn ledgers(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
+                if rel != "run.json" && rel != "timing.json" {
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn assert_same(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "the same ledger files");
+    for (k, v) in a {
+        assert!(v == &b[k], "ledger {k} differs:\n--- first\n{}\n--- second\n{}", String::from_utf8_lossy(v), String::from_utf8_lossy(&b[k]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_evolution_is_safe_deterministic_and_resumable() {
+    let stop = AtomicBool::new(false);
+    let a = tempfile::tempdir().unwrap();
+    let store_a = Store::open(a.path().join(".kiln")).unwrap();
+    let report = evolve(&store_a, &rt(), config("shop"), &paths(), &Silent, &stop).await.expect("the run completes");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report.let_through, 0, "no regression is let through");
+    assert!(report.heldout_after >= report.heldout_before, "held-out {:?} -> {:?}", report.heldout_before, report.heldout_after);
+    assert!(report.tally["proposed"] > 0, "candidates were proposed");
+    assert!(!report.ships.is_empty(), "sim:weak from the static harness leaves room for at least one ship");
+    let first = ledgers(&report.dir);
+    for f in ["journal.md", "candidates.jsonl", "ships.json", "scoreboard.json", "regressions.md", "curves.json", "task_history.json", "R1/digest.json", "R1/landscape.md"] {
+        assert!(first.contains_key(f), "ledger {f} is written");
+    }
+    // The ledgers are in the store too.
+    assert!(store_a.get_ref("evolve/t").unwrap().is_some());
+    // Every shipped candidate's manifest is complete and its gate passed in order.
+    let cands = String::from_utf8(first["candidates.jsonl"].clone()).unwrap();
+    for line in cands.lines() {
+        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+        if c["verdict"] == "shipped" {
+            let names: Vec<&str> = c["gate"]["checks"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+            assert_eq!(names, ["manifest", "canonical", "build-smoke", "no-regression", "target-flip", "held-out"]);
+            assert!(c["manifest"]["capability_evidence"][0]["trace"].as_str().unwrap().len() == 64, "evidence points into a trace");
+        }
+    }
+
+    // The same seed in a fresh store: identical ledgers.
+    let b = tempfile::tempdir().unwrap();
+    let store_b = Store::open(b.path().join(".kiln")).unwrap();
+    let again = evolve(&store_b, &rt(), config("shop"), &paths(), &Silent, &stop).await.unwrap();
+    assert_same(&first, &ledgers(&again.dir));
+    assert_eq!(again.harness, report.harness);
+
+    // Interrupted at the first gate, then resumed: identical ledgers.
+    struct StopAtGate<'a>(&'a AtomicBool);
+    impl Reporter for StopAtGate<'_> {
+        fn report(&self, e: &Progress) {
+            if matches!(e, Progress::Stage { stage, .. } if stage == "gate") {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let c = tempfile::tempdir().unwrap();
+    let store_c = Store::open(c.path().join(".kiln")).unwrap();
+    let stop_c = AtomicBool::new(false);
+    let cut = evolve(&store_c, &rt(), config("shop"), &paths(), &StopAtGate(&stop_c), &stop_c).await.unwrap();
+    assert_eq!(cut.status, "interrupted");
+    let again = evolve(&store_c, &rt(), config("shop"), &paths(), &Silent, &stop).await;
+    assert!(matches!(again, Err(EvolveError::Exists(_))), "a second start under the same name is refused");
+    let resumed = resume(&store_c, &rt(), "t", &paths(), &Silent, &stop).await.unwrap();
+    assert_eq!(resumed.status, report.status);
+    assert_same(&first, &ledgers(&resumed.dir));
+}
+
+const BROKEN: &str = r#"use kiln_guest::{Conversation, Hook, Info, Processor, Response, Verdict};
+
+#[derive(Default)]
+pub struct StopGuard { blocked: u32 }
+
+impl Processor for StopGuard {
+    fn describe() -> Info { Info::new("stop-guard", "0.1.0").hooks([Hook::AfterModel]).group("stop-guard") }
+    fn on_after_model(&mut self, _conv: &Conversation<'_>, response: &Response<'_>) -> Verdict {
+        if response.calls().is_empty() && self.blocked < 2 {
+            self.blocked += "one";
+            return Verdict::Block("keep going: the task is not done".into());
+        }
+        Verdict::Pass
+    }
+}
+
+kiln_guest::export!(StopGuard);
+"#;
+
+fn fixed() -> String {
+    BROKEN.replace(r#"self.blocked += "one";"#, "self.blocked += 1;")
+}
+
+fn completion(content: &str) -> String {
+    serde_json::json!({
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 1000, "completion_tokens": 200 }
+    })
+    .to_string()
+}
+
+/// An OpenAI-compatible server on loopback: broken source first, then the fix.
+async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (count, received) = (count.clone(), received.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let body_start = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                while buf.len() < body_start + len {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                received.lock().unwrap().push(serde_json::from_slice(&buf[body_start..]).unwrap_or(serde_json::Value::Null));
+                let content = match count.fetch_add(1, Ordering::SeqCst) {
+                    0 => format!("Here is the processor:\n```rust\n{BROKEN}```\n"),
+                    1 => format!("Fixed:\n```rust\n{}```\n", fixed()),
+                    _ => "I have nothing more to add.".to_string(),
+                };
+                let body = completion(&content);
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_written_processor_is_repaired_gated_and_shipped() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let base = writer(received.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let mut cfg = config("shop");
+    cfg.name = "written".into();
+    cfg.meta = Some(format!("openai:writer@{base}"));
+    cfg.candidates = 1;
+    cfg.rounds = 2;
+    cfg.patience = 1;
+    let report = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run completes");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let cands = std::fs::read_to_string(report.dir.join("candidates.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(cands.lines().next().unwrap()).unwrap();
+    assert_eq!(first["manifest"]["lever"], "model-written");
+    assert_eq!(first["build"]["attempts"], 2, "one failed compile, one repair: {first}");
+    assert!(first["build"]["errors"][0].as_str().unwrap().contains("error"), "the compile error is recorded");
+    assert_eq!(first["verdict"], "shipped", "{first}");
+    assert_eq!(report.ships[0].lever, "model-written");
+    assert!(report.ships[0].attributed, "the shipped processor fired on the tasks it flipped");
+    assert!(report.heldout_after >= report.heldout_before);
+    assert_eq!(report.let_through, 0);
+    // The model saw the contract, the SDK, the evidence, and then the compiler's error.
+    let seen = received.lock().unwrap().clone();
+    let prompt = seen[0]["messages"].to_string();
+    assert!(prompt.contains("kiln:harness") && prompt.contains("kiln_guest::export!") && prompt.contains("Raw trace excerpts"), "the first prompt has the WIT, the SDK and the excerpts");
+    let repair = seen[1]["messages"].as_array().unwrap();
+    assert!(repair.last().unwrap()["content"].as_str().unwrap().contains("does not compile"), "the error went back to the writer");
+    // A round later the writer has no code: that candidate ends with a reason and the run stops cleanly.
+    if seen.len() > 2 {
+        assert!(cands.contains("evolver:no-code"), "{cands}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut cfg = config("shop");
+    cfg.test = vec![];
+    let e = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.unwrap_err();
+    assert!(matches!(e, EvolveError::NoHeldOut(_)), "{e}");
+    assert!(e.to_string().contains("no held-out tasks"));
+    let mut cfg = config("shop");
+    cfg.start = "0123456789abcdef".into();
+    let e = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.unwrap_err();
+    assert!(matches!(e, EvolveError::Start { .. }), "{e}");
+    let mut cfg = config("nowhere");
+    cfg.name = "x".into();
+    assert!(matches!(evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await, Err(EvolveError::UnknownEnv(_))));
+    let e = resume(&store, &rt(), "never-ran", &paths(), &Silent, &stop).await.unwrap_err();
+    assert!(matches!(e, EvolveError::NoRun { .. }), "{e}");
+}
+
+/// The numbers of the issue's "Measured" section: `shop` and `house` with
+/// `sim:weak`, the offline planner, 40 train and 40 held-out tasks, the
+/// paper's T = 15, P = 3, K = 4. Ledgers land in target/evolve-measure/.
+/// `cargo test -p kiln --test evolve -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; takes a minute or two"]
+async fn measure() {
+    for env in ["shop", "house"] {
+        let root = common::root().join("target/evolve-measure").join(env);
+        let _ = std::fs::remove_dir_all(&root);
+        let store = Store::open(root.join(".kiln")).unwrap();
+        let mut cfg = EvolveConfig::new(env, env);
+        cfg.train = (0..40).collect();
+        cfg.test = (0..40).collect();
+        let started = std::time::Instant::now();
+        let r = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.unwrap();
+        println!("== {env}: {} in {:.1}s", r.status, started.elapsed().as_secs_f64());
+        println!("held-out {:?} -> {:?} of {}", r.heldout_before, r.heldout_after, r.heldout_total);
+        println!("train per round {:?} of {}", r.train_curve, r.train_total);
+        println!("let through {}; tally {:?}", r.let_through, r.tally);
+        println!("{}", std::fs::read_to_string(r.dir.join("journal.md")).unwrap());
+    }
+}
