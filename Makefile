@@ -64,12 +64,12 @@ BRIDGE_STAMP := $(BRIDGE_VENV)/.kiln-bridges.sha256
 bridges:
 	@want=$$(sha256sum $(BRIDGE_REQUIREMENTS) | cut -d' ' -f1); \
 	if [ -x $(BRIDGE_VENV)/bin/python ] && [ "$$(cat $(BRIDGE_STAMP) 2>/dev/null)" = "$$want" ]; then \
-	  echo "bridges: .venv already matches bridges/requirements.txt"; \
+	  echo "bridges: $(BRIDGE_VENV) already matches bridges/requirements.txt"; \
 	else \
-	  echo "bridges: installing bridges/requirements.txt into .venv"; \
+	  echo "bridges: installing bridges/requirements.txt into $(BRIDGE_VENV)"; \
 	  rm -f $(BRIDGE_STAMP); \
 	  $(PYTHON3) -m venv $(BRIDGE_VENV) && \
 	  $(BRIDGE_VENV)/bin/python -m pip install --disable-pip-version-check --quiet -r $(BRIDGE_REQUIREMENTS) && \
 	  echo "$$want" > $(BRIDGE_STAMP) && \
-	  echo "bridges: .venv ready"; \
+	  echo "bridges: $(BRIDGE_VENV) ready"; \
 	fi

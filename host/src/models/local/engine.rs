@@ -20,11 +20,9 @@
 
 use std::path::PathBuf;
 
-use candle_core::Tensor;
-
 use super::error::LocalError;
 use super::gguf::{GgufFile, Hyper};
-use super::llama::{log_softmax, KvCache, Llama, LoadOptions, Logits};
+use super::llama::{KvCache, Llama, LoadOptions, Logits};
 use super::sampler::{decode, Decoder, Reply, Sampler, Sampling};
 use super::template::{ChatTemplate, Turn};
 use super::vocab::Vocab;
@@ -150,15 +148,14 @@ impl Engine {
         let fail = |e: candle_core::Error| LocalError::Inference { path: path.clone(), reason: e.to_string() };
         let Engine { model, sessions, stats, .. } = self;
         let session = &mut sessions[index];
-        // Logits before the first continuation token, then the shared part.
-        let mut at_fork = vec_of(&log_softmax(&Tensor::new(first_logits.as_slice(), &candle_core::Device::Cpu).map_err(fail)?.unsqueeze(0).map_err(fail)?).map_err(fail)?)?;
-        session.tokens.truncate(prompt.len());
+        // Log-probabilities before the first continuation token, then after the shared part.
+        let mut at_fork = log_softmax(&first_logits);
         if shared > 0 {
             let shared_tokens = &continuations[0][..shared];
             let logits = model.forward(&mut session.cache, shared_tokens, Logits::Last).map_err(fail)?;
             stats.scored_tokens += shared as u64;
             session.tokens.extend_from_slice(shared_tokens);
-            at_fork = vec_of(&log_softmax(&logits).map_err(fail)?)?;
+            at_fork = log_softmax(&logits.squeeze(0).and_then(|l| l.to_vec1::<f32>()).map_err(fail)?);
         }
         let base = session.cache.len();
         let mut scores = Vec::with_capacity(continuations.len());
@@ -174,9 +171,9 @@ impl Engine {
                 let fed = &rest[..rest.len() - 1];
                 let logits = model.forward(&mut session.cache, fed, Logits::All).map_err(fail)?;
                 stats.scored_tokens += fed.len() as u64;
-                let rows = log_softmax(&logits).map_err(fail)?.to_vec2::<f32>().map_err(fail)?;
+                let rows = logits.to_vec2::<f32>().map_err(fail)?;
                 for (row, &token) in rows.iter().zip(&rest[1..]) {
-                    total += row[token as usize];
+                    total += log_softmax(row)[token as usize];
                 }
             }
             scores.push(total / rest.len() as f32);
@@ -298,11 +295,11 @@ fn two<T>(items: &mut [T], a: usize, b: usize) -> (&T, &mut T) {
     }
 }
 
-fn vec_of(log_probs: &Tensor) -> Result<Vec<f32>, LocalError> {
-    log_probs
-        .squeeze(0)
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| LocalError::Inference { path: PathBuf::new(), reason: e.to_string() })
+/// Log-probabilities of `logits`, accumulated in f64.
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_sum = logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    logits.iter().map(|&l| (l as f64 - max - log_sum) as f32).collect()
 }
 
 /// Decoding on one session: generated tokens go into its cache (they are

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::LocalError;
 use super::gguf::{GgufFile, Hyper};
@@ -271,12 +271,4 @@ fn rope_tables(head_dim: usize, base: f32, window: usize) -> candle_core::Result
     let positions = Tensor::arange(0u32, window as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((window, 1))?;
     let angles = positions.broadcast_mul(&inv_freq)?;
     Ok((angles.cos()?, angles.sin()?))
-}
-
-/// Log-probabilities of `logits` (rows, vocab), computed in f32.
-pub fn log_softmax(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?;
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&log_sum)
 }
