@@ -23,8 +23,8 @@ guests: setup
 build: guests
 	$(CARGO) build -p kiln
 
-## test: every test, host and guest
-test: guests
+## test: every test, host and guest (installs the bridges' and tau2's Python packages into .venv)
+test: guests bridges tau2
 	$(CARGO) test --manifest-path guest-sdk/Cargo.toml --target-dir $(GUEST_DIR)
 	$(CARGO) test --manifest-path processors/Cargo.toml --target-dir $(GUEST_DIR)
 	$(CARGO) test --manifest-path tests/fixtures/Cargo.toml --target-dir $(GUEST_DIR)

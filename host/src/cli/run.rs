@@ -128,7 +128,9 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         mcp.push(Arc::new(Mutex::new(connect_mcp(m).hint("--mcp takes a command line (`python3 server.py`) or an http(s) URL")?)));
     }
     let split_name = format!("{split:?}").to_lowercase();
+    // Run names become ref names: keep them to [A-Za-z0-9._-].
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{}", args.env, split_name));
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
     let jobs: Vec<(usize, String, u64)> = picked.iter().flat_map(|&i| seeds.iter().map(move |&s| (i, s))).map(|(i, s)| (i, all[i].clone(), s)).collect();
     let index = Arc::new(Mutex::new(RunIndex {
         name: name.clone(),
@@ -205,8 +207,9 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
                     idx.tasks.sort_by(|a, b| (&a.task, a.seed).cmp(&(&b.task, b.seed)));
                     serde_json::to_vec(&*idx).expect("index serializes")
                 };
-                if let Ok(id) = store.put(&snapshot) {
-                    let _ = store.set_ref(&format!("runs/{run_name}"), &id);
+                let saved = store.put(&snapshot).map_err(|e| e.to_string()).and_then(|id| store.set_ref(&format!("runs/{run_name}"), &id).map_err(|e| e.to_string()));
+                if let Err(e) = saved {
+                    bar.println(format!("warning: cannot update the run index: {e}"));
                 }
                 bar.inc(1);
             }));

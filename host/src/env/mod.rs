@@ -95,7 +95,7 @@ pub fn builtin(name: &str) -> Option<Box<dyn Suite>> {
 }
 
 /// Every environment `kiln run --env` knows, for help texts.
-pub const KNOWN: &str = "shop, house, tau2-mock, twx[:GAME], babyai:LEVEL";
+pub const KNOWN: &str = "shop, house, tau2-mock, twx[:GAME], babyai:LEVEL, bridge:PATH";
 
 /// Open a suite by name: the built-in ones, `tau2-mock` (needs `make tau2`),
 /// and bridged environments such as `twx:coin` or `babyai:GoToLocal` (need
@@ -107,7 +107,7 @@ pub fn open(name: &str) -> Result<Box<dyn Suite>, EnvError> {
     if name == tau2::NAME {
         return Ok(Box::new(tau2::Tau2Suite::discover()?));
     }
-    if name == "twx" || name.starts_with("twx:") || name.starts_with("babyai:") {
+    if bridge::is_bridge_spec(name) {
         return bridge::suite(name);
     }
     Err(EnvError::Broken { env: name.to_string(), reason: format!("unknown environment; known: {KNOWN}") })
