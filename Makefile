@@ -28,7 +28,7 @@ test: guests bridges tau2
 	$(CARGO) test --manifest-path guest-sdk/Cargo.toml --target-dir $(GUEST_DIR)
 	$(CARGO) test --manifest-path processors/Cargo.toml --target-dir $(GUEST_DIR)
 	$(CARGO) test --manifest-path tests/fixtures/Cargo.toml --target-dir $(GUEST_DIR)
-	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) test -p kiln
+	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) test -p kiln --no-fail-fast
 
 ## bench: criterion benchmarks; a summary lands in target/bench-summary.json
 ##        (docs/performance.md says what each one measures; BENCH=hook/ten runs a subset)

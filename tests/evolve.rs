@@ -31,7 +31,11 @@ fn rt() -> Runtime {
 fn paths() -> Paths {
     common::guest_out(); // the stock processors are built
     let root = common::root();
-    Paths { target_dir: root.join("target/guest"), guest_sdk: root.join("guest-sdk"), processors: root.join("processors") }
+    Paths {
+        target_dir: root.join("target/guest"),
+        guest_sdk: root.join("guest-sdk"),
+        processors: root.join("processors"),
+    }
 }
 
 fn config(env: &str) -> EvolveConfig {
@@ -68,7 +72,12 @@ fn ledgers(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn assert_same(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "the same ledger files");
     for (k, v) in a {
-        assert!(v == &b[k], "ledger {k} differs:\n--- first\n{}\n--- second\n{}", String::from_utf8_lossy(v), String::from_utf8_lossy(&b[k]));
+        assert!(
+            v == &b[k],
+            "ledger {k} differs:\n--- first\n{}\n--- second\n{}",
+            String::from_utf8_lossy(v),
+            String::from_utf8_lossy(&b[k])
+        );
     }
 }
 
@@ -80,11 +89,26 @@ async fn offline_evolution_is_safe_deterministic_and_resumable() {
     let report = evolve(&store_a, &rt(), config("shop"), &paths(), &Silent, &stop).await.expect("the run completes");
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert_eq!(report.let_through, 0, "no regression is let through");
-    assert!(report.heldout_after >= report.heldout_before, "held-out {:?} -> {:?}", report.heldout_before, report.heldout_after);
+    assert!(
+        report.heldout_after >= report.heldout_before,
+        "held-out {:?} -> {:?}",
+        report.heldout_before,
+        report.heldout_after
+    );
     assert!(report.tally["proposed"] > 0, "candidates were proposed");
     assert!(!report.ships.is_empty(), "sim:weak from the static harness leaves room for at least one ship");
     let first = ledgers(&report.dir);
-    for f in ["journal.md", "candidates.jsonl", "ships.json", "scoreboard.json", "regressions.md", "curves.json", "task_history.json", "R1/digest.json", "R1/landscape.md"] {
+    for f in [
+        "journal.md",
+        "candidates.jsonl",
+        "ships.json",
+        "scoreboard.json",
+        "regressions.md",
+        "curves.json",
+        "task_history.json",
+        "R1/digest.json",
+        "R1/landscape.md",
+    ] {
         assert!(first.contains_key(f), "ledger {f} is written");
     }
     // The ledgers are in the store too.
@@ -94,9 +118,13 @@ async fn offline_evolution_is_safe_deterministic_and_resumable() {
     for line in cands.lines() {
         let c: serde_json::Value = serde_json::from_str(line).unwrap();
         if c["verdict"] == "shipped" {
-            let names: Vec<&str> = c["gate"]["checks"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+            let names: Vec<&str> =
+                c["gate"]["checks"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
             assert_eq!(names, ["manifest", "canonical", "build-smoke", "no-regression", "target-flip", "held-out"]);
-            assert!(c["manifest"]["capability_evidence"][0]["trace"].as_str().unwrap().len() == 64, "evidence points into a trace");
+            assert!(
+                c["manifest"]["capability_evidence"][0]["trace"].as_str().unwrap().len() == 64,
+                "evidence points into a trace"
+            );
         }
     }
 
@@ -160,13 +188,14 @@ fn completion(content: &str) -> String {
 }
 
 /// An OpenAI-compatible server on loopback: broken source first, then the fix.
-async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
+async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>, replies: Vec<String>) -> String {
+    let replies = Arc::new(replies);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let (count, received) = (count.clone(), received.clone());
+            let (count, received, replies) = (count.clone(), received.clone(), replies.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
@@ -181,7 +210,11 @@ async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
                     }
                 };
                 let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
-                let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
                 while buf.len() < body_start + len {
                     let n = stream.read(&mut chunk).await.unwrap_or(0);
                     if n == 0 {
@@ -189,13 +222,12 @@ async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                received.lock().unwrap().push(serde_json::from_slice(&buf[body_start..]).unwrap_or(serde_json::Value::Null));
-                let content = match count.fetch_add(1, Ordering::SeqCst) {
-                    0 => format!("Here is the processor:\n```rust\n{BROKEN}```\n"),
-                    1 => format!("Fixed:\n```rust\n{}```\n", fixed()),
-                    _ => "I have nothing more to add.".to_string(),
-                };
-                let body = completion(&content);
+                received
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&buf[body_start..]).unwrap_or(serde_json::Value::Null));
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let body = completion(&replies[n.min(replies.len() - 1)]);
                 let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = stream.write_all(reply.as_bytes()).await;
             });
@@ -207,7 +239,9 @@ async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_written_processor_is_repaired_gated_and_shipped() {
     let received = Arc::new(Mutex::new(Vec::new()));
-    let base = writer(received.clone()).await;
+    let replies =
+        vec![format!("Here is the processor:\n```rust\n{BROKEN}```\n"), format!("Fixed:\n```rust\n{}```\n", fixed())];
+    let base = writer(received.clone(), replies).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join(".kiln")).unwrap();
     let mut cfg = config("shop");
@@ -216,7 +250,8 @@ async fn a_model_written_processor_is_repaired_gated_and_shipped() {
     cfg.candidates = 1;
     cfg.rounds = 2;
     cfg.patience = 1;
-    let report = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run completes");
+    let report =
+        evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run completes");
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     let cands = std::fs::read_to_string(report.dir.join("candidates.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(cands.lines().next().unwrap()).unwrap();
@@ -231,12 +266,49 @@ async fn a_model_written_processor_is_repaired_gated_and_shipped() {
     // The model saw the contract, the SDK, the evidence, and then the compiler's error.
     let seen = received.lock().unwrap().clone();
     let prompt = seen[0]["messages"].to_string();
-    assert!(prompt.contains("kiln:harness") && prompt.contains("kiln_guest::export!") && prompt.contains("Raw trace excerpts"), "the first prompt has the WIT, the SDK and the excerpts");
+    assert!(
+        prompt.contains("kiln:harness")
+            && prompt.contains("kiln_guest::export!")
+            && prompt.contains("Raw trace excerpts"),
+        "the first prompt has the WIT, the SDK and the excerpts"
+    );
     let repair = seen[1]["messages"].as_array().unwrap();
-    assert!(repair.last().unwrap()["content"].as_str().unwrap().contains("does not compile"), "the error went back to the writer");
-    // A round later the writer has no code: that candidate ends with a reason and the run stops cleanly.
-    if seen.len() > 2 {
-        assert!(cands.contains("evolver:no-code"), "{cands}");
+    assert!(
+        repair.last().unwrap()["content"].as_str().unwrap().contains("does not compile"),
+        "the error went back to the writer"
+    );
+}
+
+/// A writer that never sends code, or code that never compiles: each
+/// candidate ends with its reason, the round is idle, the run stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_without_code_or_without_compiling_code_ends_its_candidates() {
+    for (replies, stage) in [
+        (vec!["I would rather not write code.".to_string()], "evolver:no-code"),
+        (vec![format!("```rust\n{BROKEN}```")], "evolver:build"),
+    ] {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let base = writer(received.clone(), replies).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join(".kiln")).unwrap();
+        let mut cfg = config("shop");
+        cfg.meta = Some(format!("openai:writer@{base}"));
+        cfg.candidates = 1;
+        cfg.rounds = 1;
+        cfg.patience = 1;
+        cfg.repairs = 1;
+        let report =
+            evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run ends cleanly");
+        assert!(report.ships.is_empty());
+        assert_eq!(report.status, "patience");
+        let cands = std::fs::read_to_string(report.dir.join("candidates.jsonl")).unwrap();
+        let c: serde_json::Value = serde_json::from_str(cands.lines().next().unwrap()).unwrap();
+        assert_eq!(c["verdict"], stage, "{c}");
+        if stage == "evolver:build" {
+            assert_eq!(c["build"]["attempts"], 2, "one repair, then it gives up: {c}");
+            assert_eq!(received.lock().unwrap().len(), 2);
+        }
+        assert!(std::fs::read_to_string(report.dir.join("rejected.json")).unwrap().contains(stage));
     }
 }
 
@@ -281,6 +353,81 @@ async fn measure() {
         println!("held-out {:?} -> {:?} of {}", r.heldout_before, r.heldout_after, r.heldout_total);
         println!("train per round {:?} of {}", r.train_curve, r.train_total);
         println!("let through {}; tally {:?}", r.let_through, r.tally);
+        println!(
+            "rounds {:?}",
+            r.rounds.iter().map(|x| (x.round, x.proposed, x.shipped.clone(), x.rollouts)).collect::<Vec<_>>()
+        );
         println!("{}", std::fs::read_to_string(r.dir.join("journal.md")).unwrap());
+        // Twice with the same seed, in a fresh store: identical ledgers.
+        let again = tempfile::tempdir().unwrap();
+        let store = Store::open(again.path().join(".kiln")).unwrap();
+        let mut cfg = EvolveConfig::new(env, env);
+        cfg.train = (0..40).collect();
+        cfg.test = (0..40).collect();
+        let r2 = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.unwrap();
+        assert_same(&ledgers(&r.dir), &ledgers(&r2.dir));
+        println!("second run with the same seed: identical ledgers ({} files)", ledgers(&r2.dir).len());
     }
+}
+
+/// A candidate that hangs (or traps) in smoke tests is ended by its limits
+/// with the fault named; a harmless one passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_tests_catch_hangs_and_faults() {
+    use kiln::agent::{run_task, Shape, TaskSpec};
+    let suite = kiln::env::builtin("shop").unwrap();
+    let task = suite.tasks(kiln::env::Split::Train)[0].clone();
+    let mut env = suite.make().unwrap();
+    let model = kiln::models::spec::parse("sim:weak").unwrap();
+    let spec = TaskSpec {
+        env_name: "shop".into(),
+        task: task.clone(),
+        seed: 1,
+        max_steps: Some(6),
+        harness_id: "static".into(),
+        shape: Shape::default(),
+        processors: vec![],
+        swaps: vec![],
+        mcp: vec![],
+        deterministic: true,
+    };
+    let (_, trace) = run_task(&rt(), model.as_ref(), env.as_mut(), spec).await;
+    let traces = vec![(task, trace.events)];
+    let loaded = rt().load(&common::component("hostile")).unwrap();
+    let smoke = |cfg: &str| kiln::evolve::forge::smoke(&rt(), &loaded, cfg, &traces);
+    let hang = smoke(r#"{"attack": "loop"}"#);
+    assert!(!hang.passed, "{hang:?}");
+    let reason = hang.reason.unwrap();
+    assert!(reason.contains("fuel") || reason.contains("deadline"), "{reason}");
+    let trap = smoke(r#"{"attack": "panic"}"#);
+    assert!(trap.reason.unwrap().contains("panic"));
+    let fine = smoke(r#"{"attack": "none"}"#);
+    assert!(fine.passed, "{fine:?}");
+    assert!(!fine.changed.is_empty(), "it appends a message, which counts as a change");
+    let seeded = smoke(r#"{"attack": "entropy"}"#);
+    assert!(seeded.passed, "randomness and clocks are fixed by the seed, so two replays agree: {seeded:?}");
+}
+
+/// A harness manifest can start a run; one that does not build is refused
+/// with the manifest's own error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_start_from_harness_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut cfg = config("shop");
+    cfg.start = common::root().join("harnesses/stock.toml").display().to_string();
+    cfg.rounds = 1;
+    cfg.patience = 1;
+    cfg.candidates = 1;
+    let r = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.expect("the stock manifest starts a run");
+    assert_eq!(r.let_through, 0);
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "name = \"broken\"\n[[processors]]\nsource = \"no/such/crate\"\n").unwrap();
+    let mut cfg = config("shop");
+    cfg.name = "broken".into();
+    cfg.start = broken.display().to_string();
+    let e = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.unwrap_err();
+    assert!(matches!(e, EvolveError::Start { .. }), "{e}");
+    assert!(!store.root().join("evolve/broken/run.json").exists(), "nothing is written for a run that never started");
 }

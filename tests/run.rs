@@ -97,7 +97,7 @@ fn bad_input_gets_a_clear_error() {
     let out = kiln(dir.path(), &["run", "--env", "nowhere"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown environment `nowhere`") && err.contains("hint:"), "{err}");
+    assert!(err.contains("environment `nowhere`") && err.contains("unknown environment") && err.contains("hint:"), "{err}");
     let out = kiln(dir.path(), &["run", "--tasks", "0..999999", "--tasks", "5000"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
     let out = kiln(dir.path(), &["inspect", "0000"]);

@@ -56,7 +56,7 @@ pub struct RunArgs {
     /// The environment: shop or house.
     #[arg(long, default_value = "shop")]
     pub env: String,
-    /// The starting harness: static, stock, or a stored harness id from an earlier run.
+    /// The starting harness: static, stock, a harness manifest (.toml), or a harness id from an earlier run.
     #[arg(long, default_value = "static")]
     pub from: String,
     /// The task agent's model.
@@ -121,10 +121,20 @@ impl Reporter for Lines {
             return;
         }
         let (verb, text) = match e {
-            Progress::Round { round, train_solved, train_total, heldout_solved } => ("Round", format!("{round}: incumbent solves {train_solved}/{train_total} train{}", heldout_solved.map(|h| format!(", {h} held-out")).unwrap_or_default())),
+            Progress::Round { round, train_solved, train_total, heldout_solved } => (
+                "Round",
+                format!(
+                    "{round}: incumbent solves {train_solved}/{train_total} train{}",
+                    heldout_solved.map(|h| format!(", {h} held-out")).unwrap_or_default()
+                ),
+            ),
             Progress::Stage { round, stage, detail } => ("Stage", format!("R{round} {stage}: {detail}")),
-            Progress::Candidate { id, lever, verdict, reason, .. } => ("Candidate", format!("{id} {lever}: {verdict} ({})", reason.chars().take(100).collect::<String>())),
-            Progress::Shipped { id, harness, flips, .. } => ("Shipped", format!("{id}: harness {} (+{flips} train)", &harness[..12])),
+            Progress::Candidate { id, lever, verdict, reason, .. } => {
+                ("Candidate", format!("{id} {lever}: {verdict} ({})", reason.chars().take(100).collect::<String>()))
+            }
+            Progress::Shipped { id, harness, flips, .. } => {
+                ("Shipped", format!("{id}: harness {} (+{flips} train)", &harness[..12]))
+            }
             Progress::Idle { round, reason } => ("Idle", format!("R{round}: {reason}")),
             Progress::Finished { status } => ("Finished", status.clone()),
         };
@@ -156,8 +166,12 @@ fn hint_for(e: EvolveError) -> CliError {
     let hint = match &e {
         EvolveError::NoHeldOut(_) => Some("pass --allow-no-heldout to evolve without the held-out check".to_string()),
         EvolveError::Exists(n) => Some(format!("resume it with `kiln evolve resume {n}`, or pick another --name")),
-        EvolveError::NoRun { .. } => Some("runs are listed in <store>/evolve/; start one with `kiln evolve --name NAME`".to_string()),
-        EvolveError::Start { .. } => Some("run `make guests` to build the stock processors, or start --from static".to_string()),
+        EvolveError::NoRun { .. } => {
+            Some("runs are listed in <store>/evolve/; start one with `kiln evolve --name NAME`".to_string())
+        }
+        EvolveError::Start { .. } => {
+            Some("run `make guests` to build the stock processors, or start --from static".to_string())
+        }
         EvolveError::UnknownEnv(_) => Some("--env shop or --env house".to_string()),
         _ => None,
     };
@@ -179,7 +193,10 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     }
     let (result, out) = match args.cmd {
         Some(Cmd::Resume { name, out }) => {
-            let lines = Lines { on: !out.quiet && !out.json && std::io::stderr().is_terminal() || std::env::var_os("KILN_PROGRESS").is_some() };
+            let lines = Lines {
+                on: !out.quiet && !out.json && std::io::stderr().is_terminal()
+                    || std::env::var_os("KILN_PROGRESS").is_some(),
+            };
             (tokio.block_on(crate::evolve::resume(&store, &rt, &name, &paths(&out), &lines, &stop)), out)
         }
         None => {
@@ -190,7 +207,12 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
             cfg.meta = a.meta;
             cfg.train = indices(&a.train, "train")?;
             cfg.test = indices(&a.test, "test")?;
-            cfg.seeds = a.seeds.split(',').map(|s| s.trim().parse::<u64>()).collect::<Result<_, _>>().hint("--seeds takes comma-separated integers, e.g. `1,2`")?;
+            cfg.seeds = a
+                .seeds
+                .split(',')
+                .map(|s| s.trim().parse::<u64>())
+                .collect::<Result<_, _>>()
+                .hint("--seeds takes comma-separated integers, e.g. `1,2`")?;
             cfg.gate_seeds = a.gate_seeds;
             cfg.rounds = a.rounds;
             cfg.patience = a.patience;
@@ -202,7 +224,10 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
             cfg.max_rollouts = a.max_rollouts;
             cfg.wall_secs = a.wall_secs;
             cfg.allow_no_heldout = a.allow_no_heldout;
-            let lines = Lines { on: !a.out.quiet && !a.out.json && std::io::stderr().is_terminal() || std::env::var_os("KILN_PROGRESS").is_some() };
+            let lines = Lines {
+                on: !a.out.quiet && !a.out.json && std::io::stderr().is_terminal()
+                    || std::env::var_os("KILN_PROGRESS").is_some(),
+            };
             (tokio.block_on(crate::evolve::evolve(&store, &rt, cfg, &paths(&a.out), &lines, &stop)), a.out)
         }
     };
@@ -213,7 +238,10 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         print_report(&report);
     }
     if report.status == "interrupted" {
-        return Err(CliError { error: anyhow::anyhow!("interrupted; the ledgers in {} are consistent", report.dir.display()), hint: Some(format!("kiln evolve resume {}", report.name)) });
+        return Err(CliError {
+            error: anyhow::anyhow!("interrupted; the ledgers in {} are consistent", report.dir.display()),
+            hint: Some(format!("kiln evolve resume {}", report.name)),
+        });
     }
     Ok(())
 }
@@ -222,22 +250,51 @@ fn print_report(r: &Report) {
     println!("evolution  {} ({})", r.name, r.status);
     println!("ledgers    {}", r.dir.display());
     println!("harness    {} -> {}", &r.start[..12], &r.harness[..12]);
-    let pct = |n: Option<usize>, d: usize| n.map(|n| format!("{n}/{d} ({:.1}%)", 100.0 * n as f64 / d.max(1) as f64)).unwrap_or_else(|| "-".into());
+    let pct = |n: Option<usize>, d: usize| {
+        n.map(|n| format!("{n}/{d} ({:.1}%)", 100.0 * n as f64 / d.max(1) as f64)).unwrap_or_else(|| "-".into())
+    };
     println!("held-out   {} -> {}", pct(r.heldout_before, r.heldout_total), pct(r.heldout_after, r.heldout_total));
     println!("train      {}", r.train_curve.iter().map(|(k, n)| format!("R{k} {n}")).collect::<Vec<_>>().join("  ·  "));
     println!("regressions let through: {}", r.let_through);
     println!("candidates {}", r.tally.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-    println!("\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}  {}", "round", "action.", "top themes", "proposed", "shipped", "rollouts", "idle");
+    println!(
+        "\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}  {}",
+        "round", "action.", "top themes", "proposed", "shipped", "rollouts", "idle"
+    );
     for row in &r.rounds {
         let themes = row.themes.iter().take(3).map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
-        println!("{:>5}  {:>7.3}  {:<36}  {:>8}  {:<10}  {:>8}  {}", row.round, row.actionability, themes, row.proposed, row.shipped.as_deref().unwrap_or("-"), row.rollouts, row.idle.as_deref().unwrap_or(""));
+        println!(
+            "{:>5}  {:>7.3}  {:<36}  {:>8}  {:<10}  {:>8}  {}",
+            row.round,
+            row.actionability,
+            themes,
+            row.proposed,
+            row.shipped.as_deref().unwrap_or("-"),
+            row.rollouts,
+            row.idle.as_deref().unwrap_or("")
+        );
     }
     if !r.ships.is_empty() {
         println!("\nshipped lineage");
         for s in &r.ships {
-            println!("  R{} {} {} [{}/{}] {} -> {}", s.round, s.candidate, s.lever, s.bucket, s.dimension, &s.parent[..12], &s.harness[..12]);
+            println!(
+                "  R{} {} {} [{}/{}] {} -> {}",
+                s.round,
+                s.candidate,
+                s.lever,
+                s.bucket,
+                s.dimension,
+                &s.parent[..12],
+                &s.harness[..12]
+            );
             println!("     edit      {}", s.edit);
-            println!("     predicted {} tasks, flipped {} (hit rate {:.2}, attributed {})", s.predicted.len(), s.flipped.len(), s.hit_rate, s.attributed);
+            println!(
+                "     predicted {} tasks, flipped {} (hit rate {:.2}, attributed {})",
+                s.predicted.len(),
+                s.flipped.len(),
+                s.hit_rate,
+                s.attributed
+            );
         }
     }
     println!("\nwall       {:.1}s ({} rollouts computed, the rest cached)", r.wall_secs, r.computed_rollouts);

@@ -61,7 +61,10 @@ pub struct Context<'a> {
     pub present: Vec<String>,
 }
 
-const OVERLAPS: &[(&str, &str, &str)] = &[("goal-reminder", "goal-pin", "keeping the goal in view"), ("tool-alias", "tool-call-repair", "mapping invented tool names")];
+const OVERLAPS: &[(&str, &str, &str)] = &[
+    ("goal-reminder", "goal-pin", "keeping the goal in view"),
+    ("tool-alias", "tool-call-repair", "mapping invented tool names"),
+];
 
 fn answer_literals(events: &[Event], out: &mut BTreeSet<String>) {
     for e in events {
@@ -82,7 +85,8 @@ fn answer_literals(events: &[Event], out: &mut BTreeSet<String>) {
 /// Review and rank the candidates (in place of nothing: returns one review each).
 pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<String>) {
     let solved: Vec<&TaskResult> = cx.results.iter().filter(|r| r.success).collect();
-    let solved_events: Vec<(String, Vec<Event>)> = solved.iter().filter_map(|r| cx.lab.events(&r.trace).ok().map(|e| (r.task.clone(), e))).collect();
+    let solved_events: Vec<(String, Vec<Event>)> =
+        solved.iter().filter_map(|r| cx.lab.events(&r.trace).ok().map(|e| (r.task.clone(), e))).collect();
     let mut answers = BTreeSet::new();
     for (_, e) in &solved_events {
         answer_literals(e, &mut answers);
@@ -104,11 +108,21 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
             continue;
         }
         let m = &c.manifest;
-        let mut flag = |rule: &str, blocks: bool, detail: String| r.flags.push(Flag { rule: rule.into(), blocks, detail });
-        let text = format!("{}\n{}\n{}", c.source_text.clone().unwrap_or_default(), c.config_text.clone().unwrap_or_default(), m.edit.describe());
+        let mut flag =
+            |rule: &str, blocks: bool, detail: String| r.flags.push(Flag { rule: rule.into(), blocks, detail });
+        let text = format!(
+            "{}\n{}\n{}",
+            c.source_text.clone().unwrap_or_default(),
+            c.config_text.clone().unwrap_or_default(),
+            m.edit.describe()
+        );
         let lower = text.to_ascii_lowercase();
         if ["capabilities::", "read_file", "http_get"].iter().any(|k| text.contains(k)) {
-            flag("capability", true, "uses file or network capabilities, which no evidence needs and the harness does not grant".into());
+            flag(
+                "capability",
+                true,
+                "uses file or network capabilities, which no evidence needs and the harness does not grant".into(),
+            );
         }
         if let Some(id) = cx.task_ids.iter().find(|id| text.contains(id.as_str())) {
             flag("hard-coding", true, format!("embeds the task id `{id}`"));
@@ -117,7 +131,9 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
         } else if let Some(a) = answers.iter().find(|a| text.contains(a.as_str())) {
             flag("hard-coding", true, format!("embeds `{a}`, an argument from a solved trace (an answer)"));
         }
-        if let Some(k) = ["reward", "verifier", "score(", ".score", "success_rate", "grade"].iter().find(|k| lower.contains(**k)) {
+        if let Some(k) =
+            ["reward", "verifier", "score(", ".score", "success_rate", "grade"].iter().find(|k| lower.contains(**k))
+        {
             flag("scoring", true, format!("mentions `{k}`: a harness edit must not touch scoring"));
         }
         if m.harness == cx.incumbent {
@@ -127,20 +143,34 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
         }
         if let super::genome::EditOp::Insert { part } = &m.edit {
             for (a, b, job) in OVERLAPS {
-                let other = if part.name == *a { b } else if part.name == *b { a } else { continue };
+                let other = if part.name == *a {
+                    b
+                } else if part.name == *b {
+                    a
+                } else {
+                    continue;
+                };
                 if cx.present.iter().any(|p| p == other) {
                     flag("overlap", true, format!("duplicates {other}'s job: {job}"));
                 }
             }
         }
         if concerns.contains(&m.lever) {
-            flag("portfolio", true, format!("lever {} shipped in 2 of the last 3 rounds with a hit rate under 0.4", m.lever));
+            flag(
+                "portfolio",
+                true,
+                format!("lever {} shipped in 2 of the last 3 rounds with a hit rate under 0.4", m.lever),
+            );
         }
         if let (Some(loaded), Some(cfg)) = (&c.loaded, &c.config_text) {
             let p = &m.predicted_impact;
             let outside: Vec<(String, Vec<Event>)> = solved_events
                 .iter()
-                .filter(|(t, _)| !p.tasks_will_unlock.contains(t) && !p.tasks_will_stabilize.contains(t) && !p.tasks_at_risk.contains(t))
+                .filter(|(t, _)| {
+                    !p.tasks_will_unlock.contains(t)
+                        && !p.tasks_will_stabilize.contains(t)
+                        && !p.tasks_at_risk.contains(t)
+                })
                 .cloned()
                 .collect();
             if !outside.is_empty() {
@@ -149,7 +179,14 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
                 let n = rep.changed.len();
                 if n > 0 {
                     let share = n as f64 / outside.len() as f64;
-                    flag("non-local", share > 0.25, format!("changes outputs on {n} of {} solved tasks outside its predicted impact", outside.len()));
+                    flag(
+                        "non-local",
+                        share > 0.25,
+                        format!(
+                            "changes outputs on {n} of {} solved tasks outside its predicted impact",
+                            outside.len()
+                        ),
+                    );
                 }
             }
         }
@@ -157,10 +194,16 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
         this_round.entry(m.harness.clone()).or_insert_with(|| m.candidate_id.clone());
         reviews.push(r);
     }
-    let mut order: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].failed.is_none() && !reviews[i].blocked).collect();
+    let mut order: Vec<usize> =
+        (0..candidates.len()).filter(|&i| candidates[i].failed.is_none() && !reviews[i].blocked).collect();
     order.sort_by_key(|&i| {
         let c = &candidates[i];
-        (std::cmp::Reverse(c.manifest.predicted_impact.tasks_will_unlock.len()), reviews[i].out_of_scope_changes.len(), c.build.attempts > 0, i)
+        (
+            std::cmp::Reverse(c.manifest.predicted_impact.tasks_will_unlock.len()),
+            reviews[i].out_of_scope_changes.len(),
+            c.build.attempts > 0,
+            i,
+        )
     });
     for (rank, i) in order.into_iter().enumerate() {
         reviews[i].rank = Some(rank + 1);

@@ -170,7 +170,9 @@ fn looks_like_text_call(text: &str) -> bool {
     let t = text.trim();
     let Some(open) = t.find(['[', '(']) else { return false };
     let name = &t[..open];
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && t[open + 1..].trim_start().starts_with('{')
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && t[open + 1..].trim_start().starts_with('{')
 }
 
 /// Digest one task from its events.
@@ -202,11 +204,18 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
             Event::TaskStart { context, .. } => {
                 system = context.system.clone();
                 known_tools = context.tools.iter().map(|t| t.name.clone()).collect();
-                goal = context.messages.iter().find(|m| m.role == Role::User).and_then(|m| m.content.lines().find_map(|l| l.trim_start().strip_prefix("Goal:").map(|g| g.trim().to_string())));
+                goal = context.messages.iter().find(|m| m.role == Role::User).and_then(|m| {
+                    m.content.lines().find_map(|l| l.trim_start().strip_prefix("Goal:").map(|g| g.trim().to_string()))
+                });
             }
             Event::Call { step, report } => {
                 if let Some(f) = &report.fault {
-                    add(&mut symptoms, Category::ProcessorFault, Some(*step), ptr(i, &format!("{} faulted at {}: {}", report.processor, report.hook, f)));
+                    add(
+                        &mut symptoms,
+                        Category::ProcessorFault,
+                        Some(*step),
+                        ptr(i, &format!("{} faulted at {}: {}", report.processor, report.hook, f)),
+                    );
                     implicated.push(format!("processor:{}", report.processor));
                 }
             }
@@ -214,7 +223,8 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
                 // Is the goal still in view? (the system prompt, or the last 6 messages)
                 if let Some(g) = &goal {
                     let recent = fold.ctx.messages.iter().rev().take(6).any(|m| m.content.contains(g.as_str()));
-                    goal_in_view_at_last_call = recent || fold.ctx.system.contains(g.as_str()) || system.contains(g.as_str());
+                    goal_in_view_at_last_call =
+                        recent || fold.ctx.system.contains(g.as_str()) || system.contains(g.as_str());
                 }
                 last_model = Some((i, *step, text.clone(), calls.is_empty()));
             }
@@ -224,7 +234,15 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
                     last_calls.push((sig.0, sig.1, i, *step));
                     if last_calls.len() >= 3 {
                         let (_, _, first, s) = last_calls[0].clone();
-                        add(&mut symptoms, Category::Loop, Some(s), ptr(first, &format!("{}[{}] repeated {} times", call.name, call.arguments, last_calls.len())));
+                        add(
+                            &mut symptoms,
+                            Category::Loop,
+                            Some(s),
+                            ptr(
+                                first,
+                                &format!("{}[{}] repeated {} times", call.name, call.arguments, last_calls.len()),
+                            ),
+                        );
                         implicated.push(format!("tool:{}", call.name));
                     }
                 } else {
@@ -233,12 +251,22 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
                 if *is_error {
                     let lower = content.to_ascii_lowercase();
                     if lower.contains("unknown tool") {
-                        add(&mut symptoms, Category::UnknownTool, Some(*step), ptr(i, &format!("{}: {content}", call.name)));
+                        add(
+                            &mut symptoms,
+                            Category::UnknownTool,
+                            Some(*step),
+                            ptr(i, &format!("{}: {content}", call.name)),
+                        );
                         if !unknown_tools.contains(&call.name) {
                             unknown_tools.push(call.name.clone());
                         }
                     } else if lower.contains("json") || lower.contains("arguments") {
-                        add(&mut symptoms, Category::MalformedCall, Some(*step), ptr(i, &format!("{}[{}] -> {content}", call.name, call.arguments)));
+                        add(
+                            &mut symptoms,
+                            Category::MalformedCall,
+                            Some(*step),
+                            ptr(i, &format!("{}[{}] -> {content}", call.name, call.arguments)),
+                        );
                     } else if content.contains("Nothing happens.") {
                         nothing.push((i, *step, format!("{}[{}] -> {content}", call.name, call.arguments)));
                     } else if !content.starts_with("[blocked by") {
@@ -265,13 +293,28 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
         EndReason::Stopped => {
             if let Some((i, step, text, _)) = &last_model {
                 if looks_like_text_call(text) {
-                    add(&mut symptoms, Category::MalformedCall, Some(*step), ptr(*i, &format!("final answer is a call written as text: {text}")));
+                    add(
+                        &mut symptoms,
+                        Category::MalformedCall,
+                        Some(*step),
+                        ptr(*i, &format!("final answer is a call written as text: {text}")),
+                    );
                 } else {
-                    add(&mut symptoms, Category::PrematureStop, Some(*step), ptr(*i, &format!("final answer before the task was done: {text}")));
+                    add(
+                        &mut symptoms,
+                        Category::PrematureStop,
+                        Some(*step),
+                        ptr(*i, &format!("final answer before the task was done: {text}")),
+                    );
                 }
             }
         }
-        EndReason::Budget => add(&mut symptoms, Category::BudgetExhausted, Some(row.steps), ptr(end, &format!("the step budget ran out after {} steps", row.steps))),
+        EndReason::Budget => add(
+            &mut symptoms,
+            Category::BudgetExhausted,
+            Some(row.steps),
+            ptr(end, &format!("the step budget ran out after {} steps", row.steps)),
+        ),
         EndReason::Interrupted => {
             let detail = match events.last() {
                 Some(Event::TaskEnd { detail, .. }) => detail.clone().unwrap_or_default(),
@@ -288,7 +331,18 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
     }
     if !row.success && !goal_in_view_at_last_call {
         if let Some((i, step, _, _)) = &last_model {
-            add(&mut symptoms, Category::GoalLost, Some(*step), ptr(*i, &format!("goal {:?} not in the last 6 messages nor the system prompt", goal.clone().unwrap_or_default())));
+            add(
+                &mut symptoms,
+                Category::GoalLost,
+                Some(*step),
+                ptr(
+                    *i,
+                    &format!(
+                        "goal {:?} not in the last 6 messages nor the system prompt",
+                        goal.clone().unwrap_or_default()
+                    ),
+                ),
+            );
         }
     }
     const ORDER: [Category; 12] = [
@@ -308,12 +362,14 @@ pub fn digest_task(row: &TaskResult, events: &[Event]) -> TaskDigest {
     let (category, step) = if row.success {
         (Category::Solved, None)
     } else {
-        ORDER.iter().find_map(|c| symptoms.iter().find(|s| s.category == *c).map(|s| (*c, s.step))).unwrap_or_else(|| {
-            let p = last_model.as_ref().map(|(i, _, t, _)| ptr(*i, t)).unwrap_or_else(|| ptr(end, "task ended"));
-            let step = last_model.as_ref().map(|m| m.1);
-            symptoms.push(Symptom { category: Category::WrongAnswer, step, evidence: vec![p] });
-            (Category::WrongAnswer, step)
-        })
+        ORDER.iter().find_map(|c| symptoms.iter().find(|s| s.category == *c).map(|s| (*c, s.step))).unwrap_or_else(
+            || {
+                let p = last_model.as_ref().map(|(i, _, t, _)| ptr(*i, t)).unwrap_or_else(|| ptr(end, "task ended"));
+                let step = last_model.as_ref().map(|m| m.1);
+                symptoms.push(Symptom { category: Category::WrongAnswer, step, evidence: vec![p] });
+                (Category::WrongAnswer, step)
+            },
+        )
     };
     implicated.sort();
     implicated.dedup();
@@ -343,7 +399,13 @@ pub fn aggregate(tasks: Vec<TaskDigest>) -> Digest {
             continue;
         }
         for s in &t.symptoms {
-            let theme = by.entry(s.category).or_insert_with(|| Theme { category: s.category, count: 0, symptomatic: 0, tasks: vec![], examples: vec![] });
+            let theme = by.entry(s.category).or_insert_with(|| Theme {
+                category: s.category,
+                count: 0,
+                symptomatic: 0,
+                tasks: vec![],
+                examples: vec![],
+            });
             theme.symptomatic += 1;
             if t.category == s.category {
                 theme.count += 1;
@@ -357,7 +419,9 @@ pub fn aggregate(tasks: Vec<TaskDigest>) -> Digest {
         }
     }
     let mut themes: Vec<Theme> = by.into_values().filter(|t| t.count > 0 && t.category != Category::Errored).collect();
-    themes.sort_by(|a, b| b.count.cmp(&a.count).then(b.symptomatic.cmp(&a.symptomatic)).then(a.category.cmp(&b.category)));
+    themes.sort_by(|a, b| {
+        b.count.cmp(&a.count).then(b.symptomatic.cmp(&a.symptomatic)).then(a.category.cmp(&b.category))
+    });
     let n = tasks.len().max(1) as f64;
     let actionability = tasks.iter().map(|t| t.category.weight()).sum::<f64>() / n;
     let solved = tasks.iter().filter(|t| t.success).count();
@@ -367,16 +431,39 @@ pub fn aggregate(tasks: Vec<TaskDigest>) -> Digest {
 impl Digest {
     /// A compact text form for prompts and the journal.
     pub fn summary(&self, max_tasks: usize) -> String {
-        let mut s = format!("{} of {} tasks solved; actionability {:.3}\nthemes:\n", self.solved, self.tasks.len(), self.actionability);
+        let mut s = format!(
+            "{} of {} tasks solved; actionability {:.3}\nthemes:\n",
+            self.solved,
+            self.tasks.len(),
+            self.actionability
+        );
         for t in &self.themes {
-            s.push_str(&format!("- {} x{} (symptom in {}): {}\n", t.category.name(), t.count, t.symptomatic, t.tasks.join(", ")));
+            s.push_str(&format!(
+                "- {} x{} (symptom in {}): {}\n",
+                t.category.name(),
+                t.count,
+                t.symptomatic,
+                t.tasks.join(", ")
+            ));
         }
         s.push_str("failing tasks:\n");
         for t in self.tasks.iter().filter(|t| !t.success).take(max_tasks) {
-            s.push_str(&format!("- {} [{}] at step {:?}, ended {}\n", t.task, t.category.name(), t.step, t.reason.name()));
+            s.push_str(&format!(
+                "- {} [{}] at step {:?}, ended {}\n",
+                t.task,
+                t.category.name(),
+                t.step,
+                t.reason.name()
+            ));
             for sym in &t.symptoms {
                 for p in sym.evidence.iter().take(2) {
-                    s.push_str(&format!("    {} @ {}#{}: {}\n", sym.category.name(), &p.trace[..12.min(p.trace.len())], p.event, p.excerpt));
+                    s.push_str(&format!(
+                        "    {} @ {}#{}: {}\n",
+                        sym.category.name(),
+                        &p.trace[..12.min(p.trace.len())],
+                        p.event,
+                        p.excerpt
+                    ));
                 }
             }
         }
@@ -413,7 +500,12 @@ mod tests {
             unknown_tools: vec![],
             known_tools: vec![],
         };
-        let d = aggregate(vec![t(Category::Solved, true), t(Category::Loop, false), t(Category::WrongAnswer, false), t(Category::Errored, false)]);
+        let d = aggregate(vec![
+            t(Category::Solved, true),
+            t(Category::Loop, false),
+            t(Category::WrongAnswer, false),
+            t(Category::Errored, false),
+        ]);
         assert!((d.actionability - 0.375).abs() < 1e-9, "{}", d.actionability);
         assert_eq!(d.themes.iter().map(|t| t.category).collect::<Vec<_>>(), [Category::Loop, Category::WrongAnswer]);
         assert_eq!(d.solved, 1);

@@ -118,7 +118,9 @@ pub struct Workbench<'a> {
 fn prompt_line(theme: Category) -> &'static str {
     match theme {
         Category::PrematureStop => "Do not give a final answer until the task is done; keep using the tools.",
-        Category::InvalidAction => "If an action gives `Nothing happens.`, look around and choose a different, valid action.",
+        Category::InvalidAction => {
+            "If an action gives `Nothing happens.`, look around and choose a different, valid action."
+        }
         Category::ToolError => "Read every tool error and fix the call before you try again.",
         _ => "Before you finish, check the result against every requirement of the goal.",
     }
@@ -155,7 +157,15 @@ pub fn fit_aliases(digest: &Digest) -> serde_json::Map<String, Value> {
 
 fn part_of(built: &Built, config: Value) -> Part {
     let info = &built.loaded.info;
-    Part { name: info.name.clone(), group: info.group.clone(), band: info.band, component: built.component.clone(), config }
+    Part {
+        name: info.name.clone(),
+        group: info.group.clone(),
+        band: info.band,
+        component: built.component.clone(),
+        config,
+        limits: Default::default(),
+        policy: Default::default(),
+    }
 }
 
 /// Traces to smoke-test on: up to four of the theme's failing tasks, then up
@@ -171,8 +181,20 @@ impl Workbench<'_> {
         let mut s = String::new();
         for t in self.digest.tasks.iter().filter(|t| t.category == theme).take(3) {
             let Ok(events) = self.lab.events(&t.trace) else { continue };
-            let at = t.symptoms.iter().find(|x| x.category == theme).and_then(|x| x.evidence.first()).map(|p| p.event).unwrap_or(0);
-            s.push_str(&format!("## {} (trace {}, events {}..={})\n", t.task, &t.trace[..12.min(t.trace.len())], at.saturating_sub(4), at));
+            let at = t
+                .symptoms
+                .iter()
+                .find(|x| x.category == theme)
+                .and_then(|x| x.evidence.first())
+                .map(|p| p.event)
+                .unwrap_or(0);
+            s.push_str(&format!(
+                "## {} (trace {}, events {}..={})\n",
+                t.task,
+                &t.trace[..12.min(t.trace.len())],
+                at.saturating_sub(4),
+                at
+            ));
             for (i, e) in events.iter().enumerate().take(at + 1).skip(at.saturating_sub(4)) {
                 let line = serde_json::to_string(e).unwrap_or_default();
                 let line: String = line.chars().take(400).collect();
@@ -183,9 +205,14 @@ impl Workbench<'_> {
     }
 
     /// Ask the meta model for a processor, repairing compile errors.
-    async fn model_written(&mut self, theme: Category, build: &mut BuildRecord) -> Result<(Built, String), (String, String)> {
+    async fn model_written(
+        &mut self,
+        theme: Category,
+        build: &mut BuildRecord,
+    ) -> Result<(Built, String), (String, String)> {
         let model = self.meta.expect("only called with a meta model");
-        let mut messages = vec![Message::user(meta::first_prompt(theme.name(), &self.digest.summary(12), &self.excerpts(theme)))];
+        let mut messages =
+            vec![Message::user(meta::first_prompt(theme.name(), &self.digest.summary(12), &self.excerpts(theme)))];
         loop {
             if self.meta_tokens_left == 0 {
                 return Err(("evolver:budget".into(), "the meta-model token budget is spent".into()));
@@ -194,15 +221,30 @@ impl Workbench<'_> {
             build.meta_tokens += x.tokens;
             self.meta_tokens_left = self.meta_tokens_left.saturating_sub(x.tokens);
             let Some(code) = meta::code_block(&x.reply) else {
-                return Err(("evolver:no-code".into(), format!("the meta model's reply has no code block: {:?}", x.reply.chars().take(120).collect::<String>())));
+                return Err((
+                    "evolver:no-code".into(),
+                    format!(
+                        "the meta model's reply has no code block: {:?}",
+                        x.reply.chars().take(120).collect::<String>()
+                    ),
+                ));
             };
             build.attempts += 1;
             match self.forge.build(&self.lab.rt, "model-written", &code) {
                 Ok(b) => return Ok((b, code)),
                 Err(ForgeError::Compile(errors)) => {
-                    build.errors.push(errors.lines().filter(|l| l.contains("error")).take(3).collect::<Vec<_>>().join(" | "));
+                    build
+                        .errors
+                        .push(errors.lines().filter(|l| l.contains("error")).take(3).collect::<Vec<_>>().join(" | "));
                     if build.attempts > self.repairs {
-                        return Err(("evolver:build".into(), format!("still does not compile after {} repairs: {}", self.repairs, build.errors.last().cloned().unwrap_or_default())));
+                        return Err((
+                            "evolver:build".into(),
+                            format!(
+                                "still does not compile after {} repairs: {}",
+                                self.repairs,
+                                build.errors.last().cloned().unwrap_or_default()
+                            ),
+                        ));
                     }
                     messages.push(Message::assistant(x.reply, vec![]));
                     messages.push(Message::user(meta::repair_prompt(&errors)));
@@ -217,8 +259,21 @@ impl Workbench<'_> {
         let l = lever(&d.lever)?;
         let theme_tasks: Vec<String> = d.tasks.clone();
         let solved: Vec<String> = self.results.iter().filter(|r| r.success).map(|r| r.task.clone()).collect();
-        let stabilize: Vec<String> = self.digest.tasks.iter().filter(|t| t.success && t.symptoms.iter().any(|s| s.category == d.theme)).map(|t| t.task.clone()).collect();
-        let evidence: Vec<Pointer> = self.digest.tasks.iter().filter(|t| t.category == d.theme).flat_map(|t| t.symptoms.iter().filter(|s| s.category == d.theme).flat_map(|s| s.evidence.first().cloned())).take(6).collect();
+        let stabilize: Vec<String> = self
+            .digest
+            .tasks
+            .iter()
+            .filter(|t| t.success && t.symptoms.iter().any(|s| s.category == d.theme))
+            .map(|t| t.task.clone())
+            .collect();
+        let evidence: Vec<Pointer> = self
+            .digest
+            .tasks
+            .iter()
+            .filter(|t| t.category == d.theme)
+            .flat_map(|t| t.symptoms.iter().filter(|s| s.category == d.theme).flat_map(|s| s.evidence.first().cloned()))
+            .take(6)
+            .collect();
         let mut build = BuildRecord::default();
         let mut source_text = None;
         let mut global = false;
@@ -262,7 +317,17 @@ impl Workbench<'_> {
                         build.attempts = 1;
                         build.errors.push(e.to_string());
                         failed = Some(("evolver:build".into(), format!("template {name}: {e}")));
-                        EditOp::Insert { part: Part { name: name.into(), group: None, band: Default::default(), component: String::new(), config } }
+                        EditOp::Insert {
+                            part: Part {
+                                name: name.into(),
+                                group: None,
+                                band: Default::default(),
+                                component: String::new(),
+                                config,
+                                limits: Default::default(),
+                                policy: Default::default(),
+                            },
+                        }
                     }
                 }
             }
@@ -278,7 +343,17 @@ impl Workbench<'_> {
                     }
                     Err(e) => {
                         failed = Some(("evolver:build".into(), format!("stock processor {name}: {e}")));
-                        EditOp::Insert { part: Part { name: name.into(), group: None, band: Default::default(), component: String::new(), config: json!({}) } }
+                        EditOp::Insert {
+                            part: Part {
+                                name: name.into(),
+                                group: None,
+                                band: Default::default(),
+                                component: String::new(),
+                                config: json!({}),
+                                limits: Default::default(),
+                                policy: Default::default(),
+                            },
+                        }
                     }
                 }
             }
@@ -290,7 +365,8 @@ impl Workbench<'_> {
                 match name {
                     "loop-guard" => {
                         let (a, b) = (get("advise_after", 2), get("block_after", 4));
-                        let (na, nb) = (a.saturating_sub(1).max(1), b.saturating_sub(1).max(a.saturating_sub(1).max(1)));
+                        let (na, nb) =
+                            (a.saturating_sub(1).max(1), b.saturating_sub(1).max(a.saturating_sub(1).max(1)));
                         if (na, nb) == (a, b) {
                             return None;
                         }
@@ -340,7 +416,17 @@ impl Workbench<'_> {
                 }
                 Err((stage, reason)) => {
                     failed = Some((stage, reason));
-                    EditOp::Insert { part: Part { name: "model-written".into(), group: None, band: Default::default(), component: String::new(), config: json!({}) } }
+                    EditOp::Insert {
+                        part: Part {
+                            name: "model-written".into(),
+                            group: None,
+                            band: Default::default(),
+                            component: String::new(),
+                            config: json!({}),
+                            limits: Default::default(),
+                            policy: Default::default(),
+                        },
+                    }
                 }
             },
         };
@@ -377,7 +463,13 @@ impl Workbench<'_> {
             (EditOp::SetConfig { target, .. }, _) => vec![format!("processors.{target}.config")],
             (EditOp::Remove { target }, _) => vec![format!("processors.{target}")],
             (_, Some(src)) if src.starts_with("stock:") => vec![format!("processors.{}", &src[6..])],
-            (_, Some(src)) => vec![format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]), format!("cache/evolve-crates/{}/src/lib.rs", if l.kind == LeverKind::ModelWritten { "model-written" } else { l.id })],
+            (_, Some(src)) => vec![
+                format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]),
+                format!(
+                    "cache/evolve-crates/{}/src/lib.rs",
+                    if l.kind == LeverKind::ModelWritten { "model-written" } else { l.id }
+                ),
+            ],
             _ => vec![format!("processors.{attr_name}")],
         };
         let manifest = Manifest {
@@ -389,12 +481,25 @@ impl Workbench<'_> {
             edit: op,
             capability_evidence: evidence,
             file_changes,
-            predicted_impact: Impact { tasks_will_unlock: theme_tasks.clone(), tasks_will_stabilize: stabilize, tasks_at_risk: if global { solved } else { vec![] } },
+            predicted_impact: Impact {
+                tasks_will_unlock: theme_tasks.clone(),
+                tasks_will_stabilize: stabilize,
+                tasks_at_risk: if global { solved } else { vec![] },
+            },
             attribution_signature: Attribution { kind: attr_kind.into(), name: attr_name, expected_min_calls: 1 },
             parent: self.incumbent.id(),
             harness: genome.as_ref().map(Genome::id).unwrap_or_default(),
         };
-        let mut cand = Candidate { manifest, build, smoke: None, failed, source_text, genome, loaded: built.as_ref().map(|b| b.loaded.clone()), config_text };
+        let mut cand = Candidate {
+            manifest,
+            build,
+            smoke: None,
+            failed,
+            source_text,
+            genome,
+            loaded: built.as_ref().map(|b| b.loaded.clone()),
+            config_text,
+        };
         if cand.failed.is_none() {
             if let (Some(loaded), Some(cfg)) = (&cand.loaded, &cand.config_text) {
                 let traces = smoke_traces(self.lab, self.results, &theme_tasks);

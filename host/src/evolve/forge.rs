@@ -90,7 +90,10 @@ impl Forge {
     /// Build `lib_rs` as the crate `name` (one directory per name, reused).
     pub fn build(&self, rt: &Runtime, name: &str, lib_rs: &str) -> Result<Built, ForgeError> {
         let sdk = self.guest_sdk.canonicalize().unwrap_or_else(|_| self.guest_sdk.clone());
-        let toml = CARGO_TOML.replace("{{TEMPLATE}}", name).replace("{{CRATE}}", &format!("kiln-evolve-{name}")).replace("{{GUEST_SDK}}", &sdk.display().to_string().replace('\\', "/"));
+        let toml = CARGO_TOML
+            .replace("{{TEMPLATE}}", name)
+            .replace("{{CRATE}}", &format!("kiln-evolve-{name}"))
+            .replace("{{GUEST_SDK}}", &sdk.display().to_string().replace('\\', "/"));
         let source = ObjectId::of(format!("{toml}\0{lib_rs}").as_bytes()).to_hex();
         if let Ok(Some(bytes)) = self.store.cache_get(BUILDS_NS, &source) {
             if let Ok(id) = String::from_utf8_lossy(&bytes).trim().parse::<ObjectId>() {
@@ -105,7 +108,8 @@ impl Forge {
             if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
                 return Ok(()); // keep the mtime: cargo then has nothing to do
             }
-            std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| ForgeError::Build(format!("cannot create {}: {e}", path.display())))?;
+            std::fs::create_dir_all(path.parent().expect("has a parent"))
+                .map_err(|e| ForgeError::Build(format!("cannot create {}: {e}", path.display())))?;
             std::fs::write(path, text).map_err(|e| ForgeError::Build(format!("cannot write {}: {e}", path.display())))
         };
         write(&dir.join("Cargo.toml"), &toml)?;
@@ -126,9 +130,14 @@ impl Forge {
     /// A stock processor: `$KILN_GUEST_OUT/<name>.wasm` when `make guests`
     /// built it, else built from `processors/<name>` into the shared target dir.
     pub fn stock(&self, rt: &Runtime, name: &str) -> Result<Built, ForgeError> {
-        let bytes = match std::env::var_os("KILN_GUEST_OUT").map(|d| PathBuf::from(d).join(format!("{}.wasm", name.replace('-', "_")))) {
-            Some(p) if p.is_file() => std::fs::read(&p).map_err(|e| ForgeError::Build(format!("cannot read {}: {e}", p.display())))?,
-            _ => build_processor(&self.processors.join(name), &self.target_dir).map_err(|e| ForgeError::Build(e.to_string()))?,
+        let bytes = match std::env::var_os("KILN_GUEST_OUT")
+            .map(|d| PathBuf::from(d).join(format!("{}.wasm", name.replace('-', "_"))))
+        {
+            Some(p) if p.is_file() => {
+                std::fs::read(&p).map_err(|e| ForgeError::Build(format!("cannot read {}: {e}", p.display())))?
+            }
+            _ => build_processor(&self.processors.join(name), &self.target_dir)
+                .map_err(|e| ForgeError::Build(e.to_string()))?,
         };
         let id = self.store.put(&bytes).map_err(|e| ForgeError::Build(e.to_string()))?;
         let loaded = rt.load(&bytes).map_err(|e| ForgeError::Load(e.to_string()))?;
@@ -159,7 +168,10 @@ fn well_formed(edits: &[Edit], verdict: &Option<Verdict>) -> Result<(), String> 
     for e in edits {
         let text = match e {
             Edit::Insert { message, .. } | Edit::Replace { message, .. } => Some(&message.content),
-            Edit::AppendUser { content } | Edit::SetLastUser { content, .. } | Edit::Respond { content } | Edit::SetResult { content } => Some(content),
+            Edit::AppendUser { content }
+            | Edit::SetLastUser { content, .. }
+            | Edit::Respond { content }
+            | Edit::SetResult { content } => Some(content),
             Edit::Advise { text } | Edit::SetSystemPrompt { text } => Some(text),
             Edit::SetCalls { calls } => {
                 for c in calls {
@@ -168,7 +180,12 @@ fn well_formed(edits: &[Edit], verdict: &Option<Verdict>) -> Result<(), String> 
                     }
                     match serde_json::from_str::<serde_json::Value>(&c.arguments) {
                         Ok(serde_json::Value::Object(_)) => {}
-                        _ => return Err(format!("rewritten call {} has arguments that are not a JSON object: {}", c.name, c.arguments)),
+                        _ => {
+                            return Err(format!(
+                                "rewritten call {} has arguments that are not a JSON object: {}",
+                                c.name, c.arguments
+                            ))
+                        }
                     }
                 }
                 None
@@ -191,7 +208,9 @@ fn well_formed(edits: &[Edit], verdict: &Option<Verdict>) -> Result<(), String> 
         }
     }
     match verdict {
-        Some(Verdict::Block(r)) | Some(Verdict::Interrupt(r)) if r.trim().is_empty() => Err("a block or interrupt without a reason".into()),
+        Some(Verdict::Block(r)) | Some(Verdict::Interrupt(r)) if r.trim().is_empty() => {
+            Err("a block or interrupt without a reason".into())
+        }
         _ => Ok(()),
     }
 }
@@ -200,7 +219,9 @@ fn well_formed(edits: &[Edit], verdict: &Option<Verdict>) -> Result<(), String> 
 pub fn smoke(rt: &Runtime, loaded: &Arc<Loaded>, config: &str, traces: &[(String, Vec<Event>)]) -> SmokeReport {
     let mut r = SmokeReport { traces: traces.len(), ..Default::default() };
     for (task, events) in traces {
-        let run = || crate::agent::replay::replay(rt, loaded.clone(), Some(config.to_string()), Limits::default(), events, None);
+        let run = || {
+            crate::agent::replay::replay(rt, loaded.clone(), Some(config.to_string()), Limits::default(), events, None)
+        };
         let (a, b) = match (run(), run()) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -224,7 +245,8 @@ pub fn smoke(rt: &Runtime, loaded: &Arc<Loaded>, config: &str, traces: &[(String
                     r.malformed.push(format!("{task} step {} {}: {m}", x.step, x.hook));
                 }
             }
-            let acted = x.replayed.edits.iter().any(|e| !matches!(e, Edit::SlotSet { .. } | Edit::SlotRemove { .. })) || matches!(x.replayed.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)));
+            let acted = x.replayed.edits.iter().any(|e| !matches!(e, Edit::SlotSet { .. } | Edit::SlotRemove { .. }))
+                || matches!(x.replayed.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)));
             changed |= acted;
         }
         if a.calls.len() != b.calls.len() {

@@ -95,14 +95,21 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
         ("capability_evidence", m.capability_evidence.is_empty()),
         ("file_changes", m.file_changes.is_empty()),
         ("predicted_impact.tasks_will_unlock", m.predicted_impact.tasks_will_unlock.is_empty()),
-        ("attribution_signature", m.attribution_signature.name.is_empty() || m.attribution_signature.expected_min_calls == 0),
+        (
+            "attribution_signature",
+            m.attribution_signature.name.is_empty() || m.attribution_signature.expected_min_calls == 0,
+        ),
         ("harness", m.harness.is_empty()),
     ] {
         if empty {
             missing.push(field);
         }
     }
-    check!("manifest", missing.is_empty(), if missing.is_empty() { "complete".into() } else { format!("missing: {}", missing.join(", ")) });
+    check!(
+        "manifest",
+        missing.is_empty(),
+        if missing.is_empty() { "complete".into() } else { format!("missing: {}", missing.join(", ")) }
+    );
 
     let Some(genome) = &c.genome else {
         check!("canonical", false, "no candidate harness".into());
@@ -110,9 +117,19 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
     };
     let round_trip: Option<Genome> = serde_json::to_string(genome).ok().and_then(|s| serde_json::from_str(&s).ok());
     let bytes = genome.canonical();
-    let recanon = serde_json::from_slice::<serde_json::Value>(&bytes).map(|v| canonical_text(&v).into_bytes() == bytes).unwrap_or(false);
+    let recanon = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map(|v| canonical_text(&v).into_bytes() == bytes)
+        .unwrap_or(false);
     let same = round_trip.as_ref().map(|g| g.id() == m.harness).unwrap_or(false);
-    check!("canonical", recanon && same, if recanon && same { format!("id {} recomputes", &m.harness[..12]) } else { format!("the id does not recompute (manifest says {})", m.harness) });
+    check!(
+        "canonical",
+        recanon && same,
+        if recanon && same {
+            format!("id {} recomputes", &m.harness[..12])
+        } else {
+            format!("the id does not recompute (manifest says {})", m.harness)
+        }
+    );
 
     let smoke_ok = c.smoke.as_ref().map(|s| s.passed).unwrap_or(c.loaded.is_none());
     let loads = genome.specs(&b.lab.rt, &b.lab.store);
@@ -129,7 +146,10 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
 
     // The seesaw.
     let solved: Vec<&TaskResult> = b.train.iter().filter(|t| t.success).collect();
-    let jobs: Vec<(String, u64)> = solved.iter().flat_map(|t| gate_seeds(t.seed, b.gate_seeds).into_iter().map(move |s| (t.task.clone(), s))).collect();
+    let jobs: Vec<(String, u64)> = solved
+        .iter()
+        .flat_map(|t| gate_seeds(t.seed, b.gate_seeds).into_iter().map(move |s| (t.task.clone(), s)))
+        .collect();
     let (before, after) = match (b.lab.run(b.incumbent, &jobs).await, b.lab.run(genome, &jobs).await) {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => {
@@ -137,11 +157,20 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
             unreachable!()
         }
     };
-    r.regressions = before.iter().zip(&after).filter(|(x, y)| x.success && !y.success).map(|(x, _)| format!("{}@{}", x.task, x.seed)).collect();
+    r.regressions = before
+        .iter()
+        .zip(&after)
+        .filter(|(x, y)| x.success && !y.success)
+        .map(|(x, _)| format!("{}@{}", x.task, x.seed))
+        .collect();
     check!(
         "no-regression",
         r.regressions.is_empty(),
-        if r.regressions.is_empty() { format!("{} solved tasks hold on {} seeds each", solved.len(), b.gate_seeds.max(1)) } else { format!("regresses {}", r.regressions.join(", ")) }
+        if r.regressions.is_empty() {
+            format!("{} solved tasks hold on {} seeds each", solved.len(), b.gate_seeds.max(1))
+        } else {
+            format!("regresses {}", r.regressions.join(", "))
+        }
     );
 
     let jobs: Vec<(String, u64)> = b.train.iter().map(|t| (t.task.clone(), t.seed)).collect();
@@ -152,16 +181,26 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
             unreachable!()
         }
     };
-    r.flips = b.train.iter().zip(&r.train).filter(|(x, y)| !x.success && y.success).map(|(x, _)| x.task.clone()).collect();
+    r.flips =
+        b.train.iter().zip(&r.train).filter(|(x, y)| !x.success && y.success).map(|(x, _)| x.task.clone()).collect();
     r.target_flips = r.flips.iter().filter(|t| m.predicted_impact.tasks_will_unlock.contains(t)).cloned().collect();
     check!(
         "target-flip",
         !r.target_flips.is_empty(),
-        format!("{} of {} predicted tasks flip ({} flips in all)", r.target_flips.len(), m.predicted_impact.tasks_will_unlock.len(), r.flips.len())
+        format!(
+            "{} of {} predicted tasks flip ({} flips in all)",
+            r.target_flips.len(),
+            m.predicted_impact.tasks_will_unlock.len(),
+            r.flips.len()
+        )
     );
 
     match b.test {
-        None => r.checks.push(Check { name: "held-out".into(), passed: true, detail: "skipped: the run was allowed to go without a held-out split".into() }),
+        None => r.checks.push(Check {
+            name: "held-out".into(),
+            passed: true,
+            detail: "skipped: the run was allowed to go without a held-out split".into(),
+        }),
         Some(test) => {
             let jobs: Vec<(String, u64)> = test.iter().map(|t| (t.task.clone(), t.seed)).collect();
             r.test = match b.lab.run(genome, &jobs).await {

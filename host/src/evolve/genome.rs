@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sandbox::{Band, ProcessorSpec, Runtime};
+use crate::sandbox::{Band, FailurePolicy, Limits, ProcessorSpec, Runtime};
 use crate::store::{ObjectId, Store};
 
 /// One processor of a genome.
@@ -32,6 +32,11 @@ pub struct Part {
     pub component: String,
     /// The JSON config handed to `configure`.
     pub config: Value,
+    /// Per-call limits (default: the sandbox's).
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub policy: FailurePolicy,
 }
 
 /// A harness configuration as evolution sees it.
@@ -66,7 +71,9 @@ impl EditOp {
     pub fn describe(&self) -> String {
         match self {
             EditOp::Insert { part } => format!("insert {} {}", part.name, canonical_text(&part.config)),
-            EditOp::Replace { target, part } => format!("replace {target} with {} {}", part.name, canonical_text(&part.config)),
+            EditOp::Replace { target, part } => {
+                format!("replace {target} with {} {}", part.name, canonical_text(&part.config))
+            }
             EditOp::Remove { target } => format!("remove {target}"),
             EditOp::SetConfig { target, config } => format!("set-config {target} {}", canonical_text(config)),
             EditOp::AddPromptLine { line } => format!("prompt line {line:?}"),
@@ -96,7 +103,11 @@ impl Genome {
     /// Canonical JSON: sorted keys, no whitespace. Names, groups and bands
     /// follow from the components, so they are left out.
     pub fn canonical(&self) -> Vec<u8> {
-        let procs: Vec<Value> = self.processors.iter().map(|p| serde_json::json!({ "component": p.component, "config": p.config })).collect();
+        let procs: Vec<Value> = self
+            .processors
+            .iter()
+            .map(|p| serde_json::json!({ "component": p.component, "config": p.config }))
+            .collect();
         let mut deny = self.deny.clone();
         deny.sort();
         deny.dedup();
@@ -118,23 +129,39 @@ impl Genome {
                 }
                 if let Some(group) = &part.group {
                     if let Some(existing) = g.processors.iter().find(|p| p.group.as_ref() == Some(group)) {
-                        return Err(GenomeError::GroupTaken { new: part.name.clone(), group: group.clone(), existing: existing.name.clone() });
+                        return Err(GenomeError::GroupTaken {
+                            new: part.name.clone(),
+                            group: group.clone(),
+                            existing: existing.name.clone(),
+                        });
                     }
                 }
                 let at = g.processors.iter().position(|p| p.band > part.band).unwrap_or(g.processors.len());
                 g.processors.insert(at, part.clone());
             }
             EditOp::Replace { target, part } => {
-                let i = g.processors.iter().position(|p| &p.name == target).ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
+                let i = g
+                    .processors
+                    .iter()
+                    .position(|p| &p.name == target)
+                    .ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
                 g.processors[i] = part.clone();
                 g.processors.sort_by_key(|p| p.band);
             }
             EditOp::Remove { target } => {
-                let i = g.processors.iter().position(|p| &p.name == target).ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
+                let i = g
+                    .processors
+                    .iter()
+                    .position(|p| &p.name == target)
+                    .ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
                 g.processors.remove(i);
             }
             EditOp::SetConfig { target, config } => {
-                let p = g.processors.iter_mut().find(|p| &p.name == target).ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
+                let p = g
+                    .processors
+                    .iter_mut()
+                    .find(|p| &p.name == target)
+                    .ok_or_else(|| GenomeError::NoSuchProcessor(target.clone()))?;
                 p.config = config.clone();
             }
             EditOp::AddPromptLine { line } => {
@@ -159,15 +186,20 @@ impl Genome {
                 let loaded = match rt.get(&p.component) {
                     Some(l) => l,
                     None => {
-                        let id: ObjectId = p.component.parse().map_err(|e| format!("processor {}: bad component id: {e}", p.name))?;
+                        let id: ObjectId =
+                            p.component.parse().map_err(|e| format!("processor {}: bad component id: {e}", p.name))?;
                         let bytes = store.get(&id).map_err(|e| format!("processor {}: {e}", p.name))?;
                         rt.load(&bytes).map_err(|e| format!("processor {}: {e}", p.name))?
                     }
                 };
                 Ok(ProcessorSpec {
                     loaded,
-                    instance: crate::sandbox::InstanceSpec { config: canonical_text(&p.config), limits: Default::default(), grants: Default::default() },
-                    policy: Default::default(),
+                    instance: crate::sandbox::InstanceSpec {
+                        config: canonical_text(&p.config),
+                        limits: p.limits.clone(),
+                        grants: Default::default(),
+                    },
+                    policy: p.policy,
                 })
             })
             .collect()
@@ -177,6 +209,35 @@ impl Genome {
     pub fn save(&self, store: &Store) -> Result<String, crate::store::PutError> {
         Ok(store.put(&self.canonical())?.to_hex())
     }
+}
+
+/// A genome from a resolved harness manifest (the harness room's
+/// [`crate::harness::Harness`]): system prompt, denied tools, processors in
+/// pipeline order with their configs, limits and failure policies. Evolved
+/// harnesses grant no capabilities, so a harness with grants is refused
+/// rather than silently changed.
+pub fn from_harness(h: &crate::harness::Harness) -> Result<Genome, String> {
+    let mut processors = Vec::new();
+    for p in h.processors() {
+        let e = &p.entry;
+        if e.grants != Default::default() {
+            return Err(format!("processor {} has capability grants, which evolution does not carry", p.name()));
+        }
+        let info = &p.facts.info;
+        processors.push(Part {
+            name: info.name.clone(),
+            group: info.group.clone(),
+            band: info.band,
+            component: e.component.to_hex(),
+            config: Value::Object(e.config.clone()),
+            limits: e.limits.clone(),
+            policy: e.on_fault,
+        });
+    }
+    if h.tools().text_actions {
+        return Err("the harness asks for text actions, which evolution does not carry yet".into());
+    }
+    Ok(Genome { system: h.system().to_string(), deny: h.tools().deny.clone(), processors })
 }
 
 /// Canonical JSON text: object keys sorted at every level, no whitespace.
@@ -237,7 +298,15 @@ mod tests {
     use super::*;
 
     fn part(name: &str, group: Option<&str>, band: Band) -> Part {
-        Part { name: name.into(), group: group.map(Into::into), band, component: format!("{:0>64}", name.len()), config: serde_json::json!({}) }
+        Part {
+            name: name.into(),
+            group: group.map(Into::into),
+            band,
+            component: format!("{:0>64}", name.len()),
+            config: serde_json::json!({}),
+            limits: Default::default(),
+            policy: Default::default(),
+        }
     }
 
     #[test]

@@ -38,7 +38,18 @@ use super::plan::{LeverStats, DIMENSIONS};
 use crate::store::Store;
 
 /// Files whose bytes are deterministic (everything but run.json and timing.json).
-pub const DETERMINISTIC_FILES: &[&str] = &["journal.md", "curves.json", "task_history.json", "candidates.jsonl", "rejected.json", "ships.json", "scoreboard.json", "regressions.md", "lineage.json", "cost.json"];
+pub const DETERMINISTIC_FILES: &[&str] = &[
+    "journal.md",
+    "curves.json",
+    "task_history.json",
+    "candidates.jsonl",
+    "rejected.json",
+    "ships.json",
+    "scoreboard.json",
+    "regressions.md",
+    "lineage.json",
+    "cost.json",
+];
 
 /// One task in one round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,9 +174,13 @@ impl Ledger {
         f.insert("rejected.json".into(), pretty(&rejected));
         f.insert("ships.json".into(), pretty(&self.ships));
         let mut buckets: BTreeMap<String, (u32, u32, u32, u32)> = BTreeMap::new();
-        let mut dims: BTreeMap<String, (u32, u32, u32, u32)> = DIMENSIONS.iter().map(|d| (d.to_string(), (0, 0, 0, 0))).collect();
+        let mut dims: BTreeMap<String, (u32, u32, u32, u32)> =
+            DIMENSIONS.iter().map(|d| (d.to_string(), (0, 0, 0, 0))).collect();
         for s in self.levers.values() {
-            for e in [buckets.entry(s.bucket.map(|b| b.name().to_string()).unwrap_or_default()).or_default(), dims.entry(s.dimension.clone()).or_default()] {
+            for e in [
+                buckets.entry(s.bucket.map(|b| b.name().to_string()).unwrap_or_default()).or_default(),
+                dims.entry(s.dimension.clone()).or_default(),
+            ] {
                 e.0 += s.proposed;
                 e.1 += s.shipped;
                 e.2 += s.predicted;
@@ -217,9 +232,12 @@ impl Ledger {
         let mut index = serde_json::Map::new();
         for (rel, bytes) in &files {
             let path: PathBuf = dir.join(rel);
-            std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            std::fs::create_dir_all(path.parent().expect("has a parent"))
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             let tmp = path.with_extension("tmp~");
-            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let id = store.put(bytes).map_err(|e| e.to_string())?;
             index.insert(rel.clone(), json!(id.to_hex()));
         }

@@ -45,14 +45,30 @@ pub fn repair_prompt(errors: &str) -> String {
 
 /// Ask the meta model (through the reply cache).
 pub async fn ask(model: &dyn Model, store: &Store, messages: &[Message]) -> Result<Exchange, String> {
-    let request = ModelRequest { system: SYSTEM.to_string(), messages: messages.to_vec(), temperature: Some(0.0), max_tokens: Some(4096), seed: 0, ..Default::default() };
-    let key = ObjectId::of(format!("kiln-evolve/meta/1\n{}\n{}", model.describe(), serde_json::to_string(&request).expect("request serializes")).as_bytes()).to_hex();
+    let request = ModelRequest {
+        system: SYSTEM.to_string(),
+        messages: messages.to_vec(),
+        temperature: Some(0.0),
+        max_tokens: Some(4096),
+        seed: 0,
+        ..Default::default()
+    };
+    let key = ObjectId::of(
+        format!(
+            "kiln-evolve/meta/1\n{}\n{}",
+            model.describe(),
+            serde_json::to_string(&request).expect("request serializes")
+        )
+        .as_bytes(),
+    )
+    .to_hex();
     if let Ok(Some(bytes)) = store.cache_get(META_NS, &key) {
         if let Ok(x) = serde_json::from_slice::<Exchange>(&bytes) {
             return Ok(x);
         }
     }
-    let ModelResponse { text, usage, .. } = model.complete(&request).await.map_err(|e| format!("the meta model failed: {e}"))?;
+    let ModelResponse { text, usage, .. } =
+        model.complete(&request).await.map_err(|e| format!("the meta model failed: {e}"))?;
     let x = Exchange { reply: text, tokens: usage.input_tokens + usage.output_tokens };
     let _ = store.cache_put(META_NS, &key, &serde_json::to_vec(&x).expect("exchange serializes"));
     Ok(x)
@@ -72,7 +88,12 @@ pub fn code_block(reply: &str) -> Option<String> {
         }
         out
     };
-    blocks.iter().find(|(l, _)| *l == "rust" || *l == "rs").or_else(|| blocks.first()).map(|(_, b)| b.to_string()).filter(|b| !b.trim().is_empty())
+    blocks
+        .iter()
+        .find(|(l, _)| *l == "rust" || *l == "rs")
+        .or_else(|| blocks.first())
+        .map(|(_, b)| b.to_string())
+        .filter(|b| !b.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -91,6 +112,11 @@ mod tests {
     #[test]
     fn the_prompt_carries_contract_sdk_and_evidence() {
         let p = first_prompt("premature-stop", "DIGEST", "EXCERPT");
-        assert!(p.contains("package kiln:harness") && p.contains("kiln_guest::export!") && p.contains("DIGEST") && p.contains("EXCERPT"));
+        assert!(
+            p.contains("package kiln:harness")
+                && p.contains("kiln_guest::export!")
+                && p.contains("DIGEST")
+                && p.contains("EXCERPT")
+        );
     }
 }

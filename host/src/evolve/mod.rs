@@ -73,10 +73,12 @@ use crate::store::Store;
 use crate::trace::Event;
 
 /// The system prompt of the built-in starting harnesses.
-pub const DEFAULT_SYSTEM: &str = "You are a careful agent. Solve the task with the tools ({tools}); call exactly one tool per turn.";
+pub const DEFAULT_SYSTEM: &str =
+    "You are a careful agent. Solve the task with the tools ({tools}); call exactly one tool per turn.";
 
 /// The stock processors, in pipeline order (the `stock` starting harness).
-pub const STOCK: [&str; 7] = ["history-compactor", "goal-pin", "tool-call-repair", "loop-guard", "observation-trim", "step-budget", "notes"];
+pub const STOCK: [&str; 7] =
+    ["history-compactor", "goal-pin", "tool-call-repair", "loop-guard", "observation-trim", "step-budget", "notes"];
 
 /// Everything that defines a run. Stored as `run.json`; `resume` reads it back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,7 +87,7 @@ pub struct EvolveConfig {
     pub name: String,
     /// A built-in suite (`shop`, `house`).
     pub env: String,
-    /// `static` (no processors), `stock`, or a stored genome id.
+    /// `static` (no processors), `stock`, a harness manifest (`*.toml`), or a stored genome id.
     pub start: String,
     /// The task agent's model spec.
     pub model: String,
@@ -159,7 +161,11 @@ impl Default for Paths {
     /// The repository this kiln was built from, and [`crate::build::default_target_dir`].
     fn default() -> Paths {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf();
-        Paths { target_dir: crate::build::default_target_dir(), guest_sdk: root.join("guest-sdk"), processors: root.join("processors") }
+        Paths {
+            target_dir: crate::build::default_target_dir(),
+            guest_sdk: root.join("guest-sdk"),
+            processors: root.join("processors"),
+        }
     }
 }
 
@@ -241,7 +247,14 @@ pub fn run_dir(store: &Store, name: &str) -> PathBuf {
 }
 
 /// Start a new run.
-pub async fn evolve(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, reporter: &dyn Reporter, stop: &AtomicBool) -> Result<Report, EvolveError> {
+pub async fn evolve(
+    store: &Store,
+    rt: &Runtime,
+    cfg: EvolveConfig,
+    paths: &Paths,
+    reporter: &dyn Reporter,
+    stop: &AtomicBool,
+) -> Result<Report, EvolveError> {
     let dir = run_dir(store, &cfg.name);
     if dir.join("run.json").exists() {
         return Err(EvolveError::Exists(cfg.name.clone()));
@@ -250,17 +263,29 @@ pub async fn evolve(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Path
 }
 
 /// Resume the run `name` from its stored configuration.
-pub async fn resume(store: &Store, rt: &Runtime, name: &str, paths: &Paths, reporter: &dyn Reporter, stop: &AtomicBool) -> Result<Report, EvolveError> {
+pub async fn resume(
+    store: &Store,
+    rt: &Runtime,
+    name: &str,
+    paths: &Paths,
+    reporter: &dyn Reporter,
+    stop: &AtomicBool,
+) -> Result<Report, EvolveError> {
     let path = run_dir(store, name).join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| EvolveError::NoRun { name: name.into(), dir: store.root().join("evolve") })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EvolveError::BadConfig { path: path.clone(), reason: e.to_string() })?;
-    let cfg: EvolveConfig = serde_json::from_value(v["config"].clone()).map_err(|e| EvolveError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| EvolveError::NoRun { name: name.into(), dir: store.root().join("evolve") })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EvolveError::BadConfig { path: path.clone(), reason: e.to_string() })?;
+    let cfg: EvolveConfig = serde_json::from_value(v["config"].clone())
+        .map_err(|e| EvolveError::BadConfig { path: path.clone(), reason: e.to_string() })?;
     let resumes = v["resumes"].as_u64().unwrap_or(0) + 1;
     execute(store, rt, cfg, paths, reporter, stop, resumes).await
 }
 
 fn model(spec: &str) -> Result<Arc<dyn Model>, EvolveError> {
-    crate::models::spec::parse(spec).map(Arc::from).map_err(|e| EvolveError::Model { spec: spec.into(), reason: e.to_string() })
+    crate::models::spec::parse(spec)
+        .map(Arc::from)
+        .map_err(|e| EvolveError::Model { spec: spec.into(), reason: e.to_string() })
 }
 
 fn start_genome(store: &Store, rt: &Runtime, forge: &Forge, start: &str) -> Result<Genome, EvolveError> {
@@ -273,12 +298,27 @@ fn start_genome(store: &Store, rt: &Runtime, forge: &Forge, start: &str) -> Resu
             for name in STOCK {
                 let b = forge.stock(rt, name).map_err(|e| bad(format!("stock processor {name}: {e}")))?;
                 let info = &b.loaded.info;
-                g.processors.push(genome::Part { name: info.name.clone(), group: info.group.clone(), band: info.band, component: b.component, config: serde_json::json!({}) });
+                g.processors.push(genome::Part {
+                    name: info.name.clone(),
+                    group: info.group.clone(),
+                    band: info.band,
+                    component: b.component,
+                    config: serde_json::json!({}),
+                    limits: Default::default(),
+                    policy: Default::default(),
+                });
             }
             g
         }
+        path if path.ends_with(".toml") => {
+            let shop = crate::harness::Workshop::new(rt, store, forge.target_dir.clone());
+            let authored = shop.open(Path::new(path)).map_err(|e| bad(e.to_string()))?;
+            genome::from_harness(&authored.harness).map_err(bad)?
+        }
         id => {
-            let oid = store.resolve(id).map_err(|e| bad(format!("not `static`, `stock` or a stored genome id: {e}")))?;
+            let oid = store
+                .resolve(id)
+                .map_err(|e| bad(format!("not `static`, `stock`, a `.toml` manifest or a stored genome id: {e}")))?;
             let bytes = store.get(&oid).map_err(|e| bad(e.to_string()))?;
             load_genome(store, rt, &bytes).map_err(bad)?
         }
@@ -293,18 +333,42 @@ pub fn load_genome(store: &Store, rt: &Runtime, bytes: &[u8]) -> Result<Genome, 
     if v["format"] != "kiln-evolve-genome/1" {
         return Err("not a kiln-evolve genome (format kiln-evolve-genome/1)".into());
     }
-    let mut g = Genome { system: v["system"].as_str().unwrap_or_default().into(), deny: serde_json::from_value(v["deny"].clone()).unwrap_or_default(), processors: vec![] };
+    let mut g = Genome {
+        system: v["system"].as_str().unwrap_or_default().into(),
+        deny: serde_json::from_value(v["deny"].clone()).unwrap_or_default(),
+        processors: vec![],
+    };
     for p in v["processors"].as_array().cloned().unwrap_or_default() {
         let component = p["component"].as_str().ok_or("a processor without a component")?.to_string();
         let id: crate::store::ObjectId = component.parse().map_err(|e| format!("{e}"))?;
         let loaded = rt.load(&store.get(&id).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        g.processors.push(genome::Part { name: loaded.info.name.clone(), group: loaded.info.group.clone(), band: loaded.info.band, component, config: p["config"].clone() });
+        g.processors.push(genome::Part {
+            name: loaded.info.name.clone(),
+            group: loaded.info.group.clone(),
+            band: loaded.info.band,
+            component,
+            config: p["config"].clone(),
+            limits: if p["limits"].is_null() {
+                Default::default()
+            } else {
+                serde_json::from_value(p["limits"].clone()).map_err(|e| format!("limits: {e}"))?
+            },
+            policy: if p["policy"].is_null() {
+                Default::default()
+            } else {
+                serde_json::from_value(p["policy"].clone()).map_err(|e| format!("policy: {e}"))?
+            },
+        });
     }
     Ok(g)
 }
 
 fn count_verdicts(records: &[CandidateRecord]) -> BTreeMap<String, usize> {
-    let mut t: BTreeMap<String, usize> = ["proposed", "compiled", "smoke-failed", "critic-blocked", "gate-rejected", "shipped"].iter().map(|k| (k.to_string(), 0)).collect();
+    let mut t: BTreeMap<String, usize> =
+        ["proposed", "compiled", "smoke-failed", "critic-blocked", "gate-rejected", "shipped"]
+            .iter()
+            .map(|k| (k.to_string(), 0))
+            .collect();
     for c in records {
         *t.get_mut("proposed").unwrap() += 1;
         if c.build.component.is_some() && c.build.attempts > 0 {
@@ -333,7 +397,11 @@ fn attributed(lab: &Lab, c: &Candidate, train: &[TaskResult], flipped: &[String]
             let fired = events
                 .iter()
                 .filter(|e| match e {
-                    Event::Call { report, .. } => report.processor == a.name && (!report.edits.is_empty() || !matches!(report.verdict, Some(crate::sandbox::Verdict::Pass))),
+                    Event::Call { report, .. } => {
+                        report.processor == a.name
+                            && (!report.edits.is_empty()
+                                || !matches!(report.verdict, Some(crate::sandbox::Verdict::Pass)))
+                    }
                     _ => false,
                 })
                 .count();
@@ -344,14 +412,32 @@ fn attributed(lab: &Lab, c: &Candidate, train: &[TaskResult], flipped: &[String]
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, reporter: &dyn Reporter, stop: &AtomicBool, resumes: u64) -> Result<Report, EvolveError> {
+async fn execute(
+    store: &Store,
+    rt: &Runtime,
+    cfg: EvolveConfig,
+    paths: &Paths,
+    reporter: &dyn Reporter,
+    stop: &AtomicBool,
+    resumes: u64,
+) -> Result<Report, EvolveError> {
     let began = Instant::now();
     let dir = run_dir(store, &cfg.name);
-    let suite: Arc<dyn crate::env::Suite> = Arc::from(crate::env::builtin(&cfg.env).ok_or_else(|| EvolveError::UnknownEnv(cfg.env.clone()))?);
+    let suite: Arc<dyn crate::env::Suite> =
+        Arc::from(crate::env::builtin(&cfg.env).ok_or_else(|| EvolveError::UnknownEnv(cfg.env.clone()))?);
     let all_train = suite.tasks(Split::Train);
     let all_test = suite.tasks(Split::Test);
     let pick = |ids: &[String], idx: &[usize], split: &str| -> Result<Vec<String>, EvolveError> {
-        idx.iter().map(|&i| ids.get(i).cloned().ok_or(EvolveError::TaskIndex { env: cfg.env.clone(), split: split.into(), index: i, len: ids.len() })).collect()
+        idx.iter()
+            .map(|&i| {
+                ids.get(i).cloned().ok_or(EvolveError::TaskIndex {
+                    env: cfg.env.clone(),
+                    split: split.into(),
+                    index: i,
+                    len: ids.len(),
+                })
+            })
+            .collect()
     };
     let train_ids = pick(&all_train, &cfg.train, "train")?;
     let test_ids = pick(&all_test, &cfg.test, "test")?;
@@ -360,14 +446,30 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
     }
     let main = model(&cfg.model)?;
     let meta = cfg.meta.as_deref().map(model).transpose()?;
-    let forge = Forge { store: store.clone(), target_dir: paths.target_dir.clone(), guest_sdk: paths.guest_sdk.clone(), processors: paths.processors.clone() };
+    let forge = Forge {
+        store: store.clone(),
+        target_dir: paths.target_dir.clone(),
+        guest_sdk: paths.guest_sdk.clone(),
+        processors: paths.processors.clone(),
+    };
     let mut incumbent = start_genome(store, rt, &forge, &cfg.start)?;
     let start_id = incumbent.id();
     incumbent.save(store).map_err(|e| EvolveError::Ledger(e.to_string()))?;
     let counters = Arc::new(Counters::default());
-    let lab = Lab { rt: rt.clone(), store: store.clone(), suite: suite.clone(), env_name: cfg.env.clone(), model: main.clone(), max_steps: cfg.max_steps, jobs: 2, counters: counters.clone() };
-    let train_jobs: Vec<(String, u64)> = train_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
-    let test_jobs: Vec<(String, u64)> = test_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
+    let lab = Lab {
+        rt: rt.clone(),
+        store: store.clone(),
+        suite: suite.clone(),
+        env_name: cfg.env.clone(),
+        model: main.clone(),
+        max_steps: cfg.max_steps,
+        jobs: 2,
+        counters: counters.clone(),
+    };
+    let train_jobs: Vec<(String, u64)> =
+        train_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
+    let test_jobs: Vec<(String, u64)> =
+        test_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
     let every_id: Vec<String> = all_train.iter().chain(&all_test).cloned().collect();
 
     std::fs::create_dir_all(&dir).map_err(|e| EvolveError::Ledger(format!("cannot create {}: {e}", dir.display())))?;
@@ -376,7 +478,8 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         b.push(b'\n');
         b
     };
-    std::fs::write(dir.join("run.json"), run_json("running")).map_err(|e| EvolveError::Ledger(format!("cannot write {}: {e}", dir.join("run.json").display())))?;
+    std::fs::write(dir.join("run.json"), run_json("running"))
+        .map_err(|e| EvolveError::Ledger(format!("cannot write {}: {e}", dir.join("run.json").display())))?;
 
     let mut led = Ledger::default();
     led.journal = format!(
@@ -405,9 +508,11 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
     let mut timing: Vec<(u32, f64)> = Vec::new();
     let write = |led: &Ledger, status: &str, timing: &[(u32, f64)]| -> Result<(), EvolveError> {
         let t = serde_json::to_vec_pretty(&serde_json::json!({ "wall_secs": began.elapsed().as_secs_f64(), "round_end_secs": timing, "computed_rollouts": counters.computed.load(Ordering::Relaxed) })).expect("timing serializes");
-        led.write(&dir, store, &cfg.name, &[("run.json", run_json(status)), ("timing.json", t)]).map_err(EvolveError::Ledger)
+        led.write(&dir, store, &cfg.name, &[("run.json", run_json(status)), ("timing.json", t)])
+            .map_err(EvolveError::Ledger)
     };
-    let heldout = |rows: &[TaskResult]| if test_jobs.is_empty() { None } else { Some(rows.iter().filter(|r| r.success).count()) };
+    let heldout =
+        |rows: &[TaskResult]| if test_jobs.is_empty() { None } else { Some(rows.iter().filter(|r| r.success).count()) };
 
     for round in 1..=cfg.rounds {
         if stop.load(Ordering::Relaxed) {
@@ -427,37 +532,89 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         let train = lab.run(&incumbent, &train_jobs).await.map_err(EvolveError::Rollout)?;
         let test = lab.run(&incumbent, &test_jobs).await.map_err(EvolveError::Rollout)?;
         let train_solved = train.iter().filter(|r| r.success).count();
-        led.curves.push(Point { round, harness: incumbent.id(), train_solved, train_total: train.len(), heldout_solved: heldout(&test), heldout_total: test.len() });
-        reporter.report(&Progress::Round { round, train_solved, train_total: train.len(), heldout_solved: heldout(&test) });
-        led.journal.push_str(&format!("\n## Round {round}\n\nincumbent {} solves {train_solved}/{} train, {} held-out\n", &incumbent.id()[..12], train.len(), heldout(&test).map(|h| format!("{h}/{}", test.len())).unwrap_or_else(|| "no".into())));
+        led.curves.push(Point {
+            round,
+            harness: incumbent.id(),
+            train_solved,
+            train_total: train.len(),
+            heldout_solved: heldout(&test),
+            heldout_total: test.len(),
+        });
+        reporter.report(&Progress::Round {
+            round,
+            train_solved,
+            train_total: train.len(),
+            heldout_solved: heldout(&test),
+        });
+        led.journal.push_str(&format!(
+            "\n## Round {round}\n\nincumbent {} solves {train_solved}/{} train, {} held-out\n",
+            &incumbent.id()[..12],
+            train.len(),
+            heldout(&test).map(|h| format!("{h}/{}", test.len())).unwrap_or_else(|| "no".into())
+        ));
 
         // Digest.
         reporter.report(&Progress::Stage { round, stage: "digest".into(), detail: format!("{} traces", train.len()) });
-        let digests = train.iter().map(|r| lab.events(&r.trace).map(|e| digest_task(r, &e))).collect::<Result<Vec<_>, _>>().map_err(EvolveError::Rollout)?;
+        let digests = train
+            .iter()
+            .map(|r| lab.events(&r.trace).map(|e| digest_task(r, &e)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(EvolveError::Rollout)?;
         let digest = aggregate(digests);
         for t in &digest.tasks {
-            led.history.entry(t.task.clone()).or_default().push(Outcome { round, seed: t.seed, success: t.success, reason: t.reason.name().into(), category: t.category, trace: t.trace.clone() });
+            led.history.entry(t.task.clone()).or_default().push(Outcome {
+                round,
+                seed: t.seed,
+                success: t.success,
+                reason: t.reason.name().into(),
+                category: t.category,
+                trace: t.trace.clone(),
+            });
             if !t.success {
                 failures.entry(t.task.clone()).or_default().insert(round);
             }
         }
-        led.round_files.push((round, "digest.json".into(), serde_json::to_vec_pretty(&digest).expect("digest serializes")));
-        let mut row = RoundRow { round, actionability: digest.actionability, themes: digest.themes.iter().map(|t| (t.category.name().to_string(), t.count)).collect(), proposed: 0, shipped: None, idle: None, rollouts: 0, meta_tokens: 0 };
-        led.journal.push_str(&format!("digest: actionability {:.3}; themes {}\n", digest.actionability, row.themes.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")));
-
-        let finish_round = |led: &mut Ledger, mut row: RoundRow, idle_reason: Option<String>, counters: &Counters, meta_left: u64| {
-            if let Some(r) = &idle_reason {
-                reporter.report(&Progress::Idle { round, reason: r.clone() });
-                led.journal.push_str(&format!("idle: {r}\n"));
-            }
-            row.idle = idle_reason;
-            row.rollouts = counters.rollouts.load(Ordering::Relaxed) - rollouts_at_start;
-            row.meta_tokens = meta_at_start - meta_left;
-            led.rounds.push(row);
+        led.round_files.push((
+            round,
+            "digest.json".into(),
+            serde_json::to_vec_pretty(&digest).expect("digest serializes"),
+        ));
+        let mut row = RoundRow {
+            round,
+            actionability: digest.actionability,
+            themes: digest.themes.iter().map(|t| (t.category.name().to_string(), t.count)).collect(),
+            proposed: 0,
+            shipped: None,
+            idle: None,
+            rollouts: 0,
+            meta_tokens: 0,
         };
+        led.journal.push_str(&format!(
+            "digest: actionability {:.3}; themes {}\n",
+            digest.actionability,
+            row.themes.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
+        ));
+
+        let finish_round =
+            |led: &mut Ledger, mut row: RoundRow, idle_reason: Option<String>, counters: &Counters, meta_left: u64| {
+                if let Some(r) = &idle_reason {
+                    reporter.report(&Progress::Idle { round, reason: r.clone() });
+                    led.journal.push_str(&format!("idle: {r}\n"));
+                }
+                row.idle = idle_reason;
+                row.rollouts = counters.rollouts.load(Ordering::Relaxed) - rollouts_at_start;
+                row.meta_tokens = meta_at_start - meta_left;
+                led.rounds.push(row);
+            };
 
         if digest.actionability < cfg.alpha {
-            finish_round(&mut led, row, Some(format!("nothing actionable (a = {:.3} < alpha = {})", digest.actionability, cfg.alpha)), &counters, meta_left);
+            finish_round(
+                &mut led,
+                row,
+                Some(format!("nothing actionable (a = {:.3} < alpha = {})", digest.actionability, cfg.alpha)),
+                &counters,
+                meta_left,
+            );
             idle += 1;
             timing.push((round, began.elapsed().as_secs_f64()));
             write(&led, "running", &timing)?;
@@ -469,20 +626,45 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         }
 
         // Plan.
-        reporter.report(&Progress::Stage { round, stage: "plan".into(), detail: format!("{} themes", digest.themes.len()) });
+        reporter.report(&Progress::Stage {
+            round,
+            stage: "plan".into(),
+            detail: format!("{} themes", digest.themes.len()),
+        });
         let regressions: Vec<String> = led.caught.clone();
-        let landscape = plan::plan(&digest, &incumbent, &History { levers: &led.levers, failures: &failures, regressions: &regressions, concerns: &led.concerns }, meta.is_some());
+        let landscape = plan::plan(
+            &digest,
+            &incumbent,
+            &History { levers: &led.levers, failures: &failures, regressions: &regressions, concerns: &led.concerns },
+            meta.is_some(),
+        );
         led.round_files.push((round, "landscape.md".into(), landscape.markdown(round).into_bytes()));
 
         // Evolve.
         let mut candidates: Vec<Candidate> = Vec::new();
         {
-            let mut bench = Workbench { lab: &lab, forge: &forge, meta: meta.as_deref(), repairs: cfg.repairs, meta_tokens_left: meta_left, digest: &digest, results: &train, incumbent: &incumbent, round, tried: &seen, skipped: vec![] };
+            let mut bench = Workbench {
+                lab: &lab,
+                forge: &forge,
+                meta: meta.as_deref(),
+                repairs: cfg.repairs,
+                meta_tokens_left: meta_left,
+                digest: &digest,
+                results: &train,
+                incumbent: &incumbent,
+                round,
+                tried: &seen,
+                skipped: vec![],
+            };
             for d in &landscape.directions {
                 if candidates.len() as u32 >= cfg.candidates || stop.load(Ordering::Relaxed) {
                     break;
                 }
-                reporter.report(&Progress::Stage { round, stage: "evolve".into(), detail: format!("{} via {}", d.theme.name(), d.lever) });
+                reporter.report(&Progress::Stage {
+                    round,
+                    stage: "evolve".into(),
+                    detail: format!("{} via {}", d.theme.name(), d.lever),
+                });
                 if let Some(c) = bench.propose(d, candidates.len()).await {
                     candidates.push(c);
                 }
@@ -498,7 +680,11 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         }
         row.proposed = candidates.len();
         if candidates.is_empty() {
-            let reason = if landscape.directions.is_empty() { "the landscape has no direction to try" } else { "the Evolver made no candidate" };
+            let reason = if landscape.directions.is_empty() {
+                "the landscape has no direction to try"
+            } else {
+                "the Evolver made no candidate"
+            };
             finish_round(&mut led, row, Some(reason.into()), &counters, meta_left);
             idle += 1;
             timing.push((round, began.elapsed().as_secs_f64()));
@@ -511,9 +697,23 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         }
 
         // Critic.
-        reporter.report(&Progress::Stage { round, stage: "critic".into(), detail: format!("{} candidates", candidates.len()) });
+        reporter.report(&Progress::Stage {
+            round,
+            stage: "critic".into(),
+            detail: format!("{} candidates", candidates.len()),
+        });
         let incumbent_id = incumbent.id();
-        let cx = critic::Context { lab: &lab, digest: &digest, results: &train, task_ids: &every_id, seen: &seen, levers: &led.levers, round, incumbent: &incumbent_id, present: incumbent.processors.iter().map(|p| p.name.clone()).collect() };
+        let cx = critic::Context {
+            lab: &lab,
+            digest: &digest,
+            results: &train,
+            task_ids: &every_id,
+            seen: &seen,
+            levers: &led.levers,
+            round,
+            incumbent: &incumbent_id,
+            present: incumbent.processors.iter().map(|p| p.name.clone()).collect(),
+        };
         let (reviews, concerns) = critic::review(&cx, &candidates);
         for c in &concerns {
             if !led.concerns.contains(c) {
@@ -530,9 +730,19 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            reporter.report(&Progress::Stage { round, stage: "gate".into(), detail: candidates[i].manifest.candidate_id.clone() });
+            reporter.report(&Progress::Stage {
+                round,
+                stage: "gate".into(),
+                detail: candidates[i].manifest.candidate_id.clone(),
+            });
             let before = counters.rollouts.load(Ordering::Relaxed);
-            let bench = Bench { lab: &lab, incumbent: &incumbent, train: &train, test: (!test_jobs.is_empty()).then_some(&test[..]), gate_seeds: cfg.gate_seeds };
+            let bench = Bench {
+                lab: &lab,
+                incumbent: &incumbent,
+                train: &train,
+                test: (!test_jobs.is_empty()).then_some(&test[..]),
+                gate_seeds: cfg.gate_seeds,
+            };
             let report = gate::gate(&bench, &candidates[i]).await;
             let spent = counters.rollouts.load(Ordering::Relaxed) - before;
             let passed = report.passed;
@@ -557,10 +767,27 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
             let (verdict, reason) = if let Some((stage, reason)) = &c.failed {
                 (stage.clone(), reason.clone())
             } else if review.blocked {
-                ("critic".to_string(), review.flags.iter().filter(|f| f.blocks).map(|f| format!("{}: {}", f.rule, f.detail)).collect::<Vec<_>>().join("; "))
+                (
+                    "critic".to_string(),
+                    review
+                        .flags
+                        .iter()
+                        .filter(|f| f.blocks)
+                        .map(|f| format!("{}: {}", f.rule, f.detail))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
             } else if let Some(g) = &gate {
                 if g.passed {
-                    ("shipped".to_string(), format!("{} target flips, held-out {:?} -> {:?}", g.target_flips.len(), g.heldout_before, g.heldout_after))
+                    (
+                        "shipped".to_string(),
+                        format!(
+                            "{} target flips, held-out {:?} -> {:?}",
+                            g.target_flips.len(),
+                            g.heldout_before,
+                            g.heldout_after
+                        ),
+                    )
                 } else {
                     let at = g.failed_at.clone().unwrap_or_default();
                     let detail = g.checks.last().map(|c| c.detail.clone()).unwrap_or_default();
@@ -582,9 +809,26 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
                     _ => None,
                 }
             });
-            reporter.report(&Progress::Candidate { round, id: c.manifest.candidate_id.clone(), lever: c.manifest.lever.clone(), verdict: verdict.clone(), reason: reason.clone() });
-            led.journal.push_str(&format!("- {} {} [{}/{}] {}: **{verdict}** — {reason}\n", c.manifest.candidate_id, c.manifest.lever, c.manifest.bucket.name(), c.manifest.dimension, c.manifest.edit.describe()));
-            let stats = led.levers.entry(c.manifest.lever.clone()).or_insert_with(|| LeverStats { bucket: Some(c.manifest.bucket), dimension: c.manifest.dimension.clone(), ..Default::default() });
+            reporter.report(&Progress::Candidate {
+                round,
+                id: c.manifest.candidate_id.clone(),
+                lever: c.manifest.lever.clone(),
+                verdict: verdict.clone(),
+                reason: reason.clone(),
+            });
+            led.journal.push_str(&format!(
+                "- {} {} [{}/{}] {}: **{verdict}** — {reason}\n",
+                c.manifest.candidate_id,
+                c.manifest.lever,
+                c.manifest.bucket.name(),
+                c.manifest.dimension,
+                c.manifest.edit.describe()
+            ));
+            let stats = led.levers.entry(c.manifest.lever.clone()).or_insert_with(|| LeverStats {
+                bucket: Some(c.manifest.bucket),
+                dimension: c.manifest.dimension.clone(),
+                ..Default::default()
+            });
             stats.proposed += 1;
             if verdict == "shipped" {
                 let g = gate.as_ref().expect("shipped candidates were gated");
@@ -598,7 +842,18 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
             if !c.manifest.harness.is_empty() {
                 seen.entry(c.manifest.harness.clone()).or_insert_with(|| c.manifest.candidate_id.clone());
             }
-            led.candidates.push(CandidateRecord { round, manifest: c.manifest.clone(), build: c.build.clone(), smoke: c.smoke.clone(), review, gate, verdict, reason, cost: Cost { rollouts: spent, compile_attempts: c.build.attempts, meta_tokens: c.build.meta_tokens }, gain });
+            led.candidates.push(CandidateRecord {
+                round,
+                manifest: c.manifest.clone(),
+                build: c.build.clone(),
+                smoke: c.smoke.clone(),
+                review,
+                gate,
+                verdict,
+                reason,
+                cost: Cost { rollouts: spent, compile_attempts: c.build.attempts, meta_tokens: c.build.meta_tokens },
+                gain,
+            });
         }
 
         match shipped {
@@ -631,7 +886,12 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
                     heldout_after: g.heldout_after,
                 });
                 new.save(store).map_err(|e| EvolveError::Ledger(e.to_string()))?;
-                reporter.report(&Progress::Shipped { round, id: c.manifest.candidate_id.clone(), harness: new.id(), flips: g.flips.len() });
+                reporter.report(&Progress::Shipped {
+                    round,
+                    id: c.manifest.candidate_id.clone(),
+                    harness: new.id(),
+                    flips: g.flips.len(),
+                });
                 led.journal.push_str(&format!("shipped {} -> harness {}\n", c.manifest.candidate_id, &new.id()[..12]));
                 row.shipped = Some(c.manifest.candidate_id.clone());
                 incumbent = new;
@@ -655,7 +915,14 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
     if status != "interrupted" {
         let train = lab.run(&incumbent, &train_jobs).await.map_err(EvolveError::Rollout)?;
         let test = lab.run(&incumbent, &test_jobs).await.map_err(EvolveError::Rollout)?;
-        led.final_point = Some(Point { round: led.rounds.len() as u32 + 1, harness: incumbent.id(), train_solved: train.iter().filter(|r| r.success).count(), train_total: train.len(), heldout_solved: heldout(&test), heldout_total: test.len() });
+        led.final_point = Some(Point {
+            round: led.rounds.len() as u32 + 1,
+            harness: incumbent.id(),
+            train_solved: train.iter().filter(|r| r.success).count(),
+            train_total: train.len(),
+            heldout_solved: heldout(&test),
+            heldout_total: test.len(),
+        });
         led.journal.push_str(&format!("\n## End ({status})\n\nfinal harness {}\n", &incumbent.id()[..12]));
     }
     write(&led, &status, &timing)?;
@@ -670,7 +937,12 @@ async fn execute(store: &Store, rt: &Runtime, cfg: EvolveConfig, paths: &Paths, 
         heldout_before: led.curves.first().and_then(|p| p.heldout_solved),
         heldout_after: led.final_point.as_ref().and_then(|p| p.heldout_solved),
         heldout_total: test_jobs.len(),
-        train_curve: led.curves.iter().map(|p| (p.round, p.train_solved)).chain(led.final_point.iter().map(|p| (p.round, p.train_solved))).collect(),
+        train_curve: led
+            .curves
+            .iter()
+            .map(|p| (p.round, p.train_solved))
+            .chain(led.final_point.iter().map(|p| (p.round, p.train_solved)))
+            .collect(),
         train_total: train_jobs.len(),
         let_through: led.let_through.len(),
         tally,

@@ -47,7 +47,17 @@ impl Bucket {
 }
 
 /// The paper's nine harness dimensions.
-pub const DIMENSIONS: [&str; 9] = ["D1 model", "D2 context", "D3 memory", "D4 tools", "D5 execution", "D6 evaluation", "D7 control", "D8 observability", "D9 training"];
+pub const DIMENSIONS: [&str; 9] = [
+    "D1 model",
+    "D2 context",
+    "D3 memory",
+    "D4 tools",
+    "D5 execution",
+    "D6 evaluation",
+    "D7 control",
+    "D8 observability",
+    "D9 training",
+];
 
 /// How a lever makes its edit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -81,18 +91,90 @@ use Category as C;
 
 /// The built-in catalog, in the order levers are preferred within a theme.
 pub const CATALOG: &[Lever] = &[
-    Lever { id: "final-answer-guard", bucket: Bucket::Processor, dimension: "D7 control", kind: LeverKind::Template("final-answer-guard"), themes: &[C::PrematureStop, C::MalformedCall] },
-    Lever { id: "tool-call-repair", bucket: Bucket::Tools, dimension: "D4 tools", kind: LeverKind::Stock("tool-call-repair"), themes: &[C::MalformedCall, C::UnknownTool] },
-    Lever { id: "tool-alias", bucket: Bucket::Tools, dimension: "D4 tools", kind: LeverKind::Template("tool-alias"), themes: &[C::UnknownTool] },
-    Lever { id: "loop-guard", bucket: Bucket::Processor, dimension: "D7 control", kind: LeverKind::Stock("loop-guard"), themes: &[C::Loop] },
-    Lever { id: "loop-guard-tune", bucket: Bucket::Config, dimension: "D7 control", kind: LeverKind::Tune("loop-guard"), themes: &[C::Loop] },
-    Lever { id: "goal-reminder", bucket: Bucket::Prompt, dimension: "D2 context", kind: LeverKind::Template("goal-reminder"), themes: &[C::GoalLost, C::WrongAnswer] },
-    Lever { id: "goal-pin", bucket: Bucket::Processor, dimension: "D2 context", kind: LeverKind::Stock("goal-pin"), themes: &[C::GoalLost] },
-    Lever { id: "observation-trim", bucket: Bucket::Processor, dimension: "D2 context", kind: LeverKind::Stock("observation-trim"), themes: &[C::GoalLost] },
-    Lever { id: "step-budget", bucket: Bucket::Processor, dimension: "D7 control", kind: LeverKind::Stock("step-budget"), themes: &[C::BudgetExhausted] },
-    Lever { id: "step-budget-tune", bucket: Bucket::Config, dimension: "D7 control", kind: LeverKind::Tune("step-budget"), themes: &[C::BudgetExhausted] },
-    Lever { id: "prompt-line", bucket: Bucket::Prompt, dimension: "D2 context", kind: LeverKind::PromptLine, themes: &[C::WrongAnswer, C::PrematureStop, C::InvalidAction, C::ToolError] },
-    Lever { id: "remove-faulty", bucket: Bucket::Processor, dimension: "D7 control", kind: LeverKind::RemoveFaulty, themes: &[C::ProcessorFault] },
+    Lever {
+        id: "final-answer-guard",
+        bucket: Bucket::Processor,
+        dimension: "D7 control",
+        kind: LeverKind::Template("final-answer-guard"),
+        themes: &[C::PrematureStop, C::MalformedCall],
+    },
+    Lever {
+        id: "tool-call-repair",
+        bucket: Bucket::Tools,
+        dimension: "D4 tools",
+        kind: LeverKind::Stock("tool-call-repair"),
+        themes: &[C::MalformedCall, C::UnknownTool],
+    },
+    Lever {
+        id: "tool-alias",
+        bucket: Bucket::Tools,
+        dimension: "D4 tools",
+        kind: LeverKind::Template("tool-alias"),
+        themes: &[C::UnknownTool],
+    },
+    Lever {
+        id: "loop-guard",
+        bucket: Bucket::Processor,
+        dimension: "D7 control",
+        kind: LeverKind::Stock("loop-guard"),
+        themes: &[C::Loop],
+    },
+    Lever {
+        id: "loop-guard-tune",
+        bucket: Bucket::Config,
+        dimension: "D7 control",
+        kind: LeverKind::Tune("loop-guard"),
+        themes: &[C::Loop],
+    },
+    Lever {
+        id: "goal-reminder",
+        bucket: Bucket::Prompt,
+        dimension: "D2 context",
+        kind: LeverKind::Template("goal-reminder"),
+        themes: &[C::GoalLost, C::WrongAnswer],
+    },
+    Lever {
+        id: "goal-pin",
+        bucket: Bucket::Processor,
+        dimension: "D2 context",
+        kind: LeverKind::Stock("goal-pin"),
+        themes: &[C::GoalLost],
+    },
+    Lever {
+        id: "observation-trim",
+        bucket: Bucket::Processor,
+        dimension: "D2 context",
+        kind: LeverKind::Stock("observation-trim"),
+        themes: &[C::GoalLost],
+    },
+    Lever {
+        id: "step-budget",
+        bucket: Bucket::Processor,
+        dimension: "D7 control",
+        kind: LeverKind::Stock("step-budget"),
+        themes: &[C::BudgetExhausted],
+    },
+    Lever {
+        id: "step-budget-tune",
+        bucket: Bucket::Config,
+        dimension: "D7 control",
+        kind: LeverKind::Tune("step-budget"),
+        themes: &[C::BudgetExhausted],
+    },
+    Lever {
+        id: "prompt-line",
+        bucket: Bucket::Prompt,
+        dimension: "D2 context",
+        kind: LeverKind::PromptLine,
+        themes: &[C::WrongAnswer, C::PrematureStop, C::InvalidAction, C::ToolError],
+    },
+    Lever {
+        id: "remove-faulty",
+        bucket: Bucket::Processor,
+        dimension: "D7 control",
+        kind: LeverKind::RemoveFaulty,
+        themes: &[C::ProcessorFault],
+    },
 ];
 
 /// The lever a model-written candidate uses.
@@ -101,7 +183,17 @@ pub const MODEL_WRITTEN: Lever = Lever {
     bucket: Bucket::Processor,
     dimension: "D7 control",
     kind: LeverKind::ModelWritten,
-    themes: &[C::PrematureStop, C::MalformedCall, C::Loop, C::UnknownTool, C::GoalLost, C::BudgetExhausted, C::InvalidAction, C::ToolError, C::WrongAnswer],
+    themes: &[
+        C::PrematureStop,
+        C::MalformedCall,
+        C::Loop,
+        C::UnknownTool,
+        C::GoalLost,
+        C::BudgetExhausted,
+        C::InvalidAction,
+        C::ToolError,
+        C::WrongAnswer,
+    ],
 };
 
 /// The catalog lever called `id` (or the model-written one).
@@ -197,8 +289,10 @@ pub fn plan(digest: &Digest, genome: &Genome, history: &History<'_>, model_write
             dims.insert(s.dimension.clone());
         }
     }
-    let untried: Vec<Bucket> = Bucket::ALL.into_iter().filter(|b| buckets.get(b).map(|e| e.0).unwrap_or(0) == 0).collect();
-    let flat_shipper = buckets.iter().find(|(_, e)| e.1 >= 3 && (e.2 == 0 || (e.3 as f64) / (e.2 as f64) < 0.5)).map(|(b, _)| *b);
+    let untried: Vec<Bucket> =
+        Bucket::ALL.into_iter().filter(|b| buckets.get(b).map(|e| e.0).unwrap_or(0) == 0).collect();
+    let flat_shipper =
+        buckets.iter().find(|(_, e)| e.1 >= 3 && (e.2 == 0 || (e.3 as f64) / (e.2 as f64) < 0.5)).map(|(b, _)| *b);
     let push_untried = flat_shipper.is_some() && !untried.is_empty();
 
     let mut directions = Vec::new();
@@ -215,18 +309,37 @@ pub fn plan(digest: &Digest, genome: &Genome, history: &History<'_>, model_write
             let stats = history.levers.get(l.id).cloned().unwrap_or_default();
             let neglected = push_untried && untried.contains(&l.bucket);
             let why = if neglected {
-                format!("bucket `{}` was never tried while `{}` keeps shipping with a flat hit rate", l.bucket.name(), flat_shipper.map(|b| b.name()).unwrap_or(""))
+                format!(
+                    "bucket `{}` was never tried while `{}` keeps shipping with a flat hit rate",
+                    l.bucket.name(),
+                    flat_shipper.map(|b| b.name()).unwrap_or("")
+                )
             } else {
-                format!("theme #{} {} ({} tasks); lever tried {} times, rejected {}", rank + 1, theme.category.name(), theme.count, stats.proposed, stats.rejected)
+                format!(
+                    "theme #{} {} ({} tasks); lever tried {} times, rejected {}",
+                    rank + 1,
+                    theme.category.name(),
+                    theme.count,
+                    stats.proposed,
+                    stats.rejected
+                )
             };
             directions.push((
                 (!neglected, rank, stats.rejected, stats.proposed, order),
-                Direction { theme: theme.category, lever: l.id.to_string(), bucket: l.bucket, dimension: l.dimension.to_string(), tasks: theme.tasks.clone(), why },
+                Direction {
+                    theme: theme.category,
+                    lever: l.id.to_string(),
+                    bucket: l.bucket,
+                    dimension: l.dimension.to_string(),
+                    tasks: theme.tasks.clone(),
+                    why,
+                },
             ));
         }
     }
     directions.sort_by(|a, b| a.0.cmp(&b.0));
-    let persistent: Vec<String> = history.failures.iter().filter(|(_, r)| r.len() >= 2).map(|(t, _)| t.clone()).collect();
+    let persistent: Vec<String> =
+        history.failures.iter().filter(|(_, r)| r.len() >= 2).map(|(t, _)| t.clone()).collect();
     Landscape {
         regressions: history.regressions.to_vec(),
         top_themes: digest.themes.iter().map(|t| (t.category.name().to_string(), t.count)).collect(),
@@ -255,15 +368,34 @@ impl Landscape {
             s.push_str(&format!("  - {t}: {n}\n"));
         }
         s.push_str(&format!("persistent_failures: [{}]\n", self.persistent_failures.join(", ")));
-        s.push_str(&format!("unattempted_directions:\n  buckets: [{}]\n  dimensions: [{}]\n", self.untried_buckets.join(", "), self.untried_dimensions.join(", ")));
+        s.push_str(&format!(
+            "unattempted_directions:\n  buckets: [{}]\n  dimensions: [{}]\n",
+            self.untried_buckets.join(", "),
+            self.untried_dimensions.join(", ")
+        ));
         s.push_str(&format!("strategy_concerns: [{}]\n```\n\n## Levers tried\n\n| lever | bucket | dimension | proposed | shipped | rejected | hit rate |\n|---|---|---|---|---|---|---|\n", self.strategy_concerns.join(", ")));
         for (id, l) in &self.tried {
             let hr = l.hit_rate().map(|h| format!("{h:.2}")).unwrap_or_else(|| "-".into());
-            s.push_str(&format!("| {id} | {} | {} | {} | {} | {} | {hr} |\n", l.bucket.map(|b| b.name()).unwrap_or("-"), l.dimension, l.proposed, l.shipped, l.rejected));
+            s.push_str(&format!(
+                "| {id} | {} | {} | {} | {} | {} | {hr} |\n",
+                l.bucket.map(|b| b.name()).unwrap_or("-"),
+                l.dimension,
+                l.proposed,
+                l.shipped,
+                l.rejected
+            ));
         }
         s.push_str("\n## Directions, in order\n");
         for (i, d) in self.directions.iter().enumerate() {
-            s.push_str(&format!("{}. {} via `{}` ({}, {}): {}\n", i + 1, d.theme.name(), d.lever, d.bucket.name(), d.dimension, d.why));
+            s.push_str(&format!(
+                "{}. {} via `{}` ({}, {}): {}\n",
+                i + 1,
+                d.theme.name(),
+                d.lever,
+                d.bucket.name(),
+                d.dimension,
+                d.why
+            ));
         }
         s
     }
@@ -277,7 +409,16 @@ mod tests {
     fn digest(themes: &[(Category, usize)]) -> Digest {
         Digest {
             tasks: vec![],
-            themes: themes.iter().map(|(c, n)| Theme { category: *c, count: *n, symptomatic: *n, tasks: vec!["t".into()], examples: vec![] }).collect(),
+            themes: themes
+                .iter()
+                .map(|(c, n)| Theme {
+                    category: *c,
+                    count: *n,
+                    symptomatic: *n,
+                    tasks: vec!["t".into()],
+                    examples: vec![],
+                })
+                .collect(),
             solved: 0,
             actionability: 1.0,
         }
@@ -294,7 +435,18 @@ mod tests {
         assert_eq!(l.directions[0].lever, "final-answer-guard");
         // The processor bucket has shipped 3 times, flipping little; prompt was never tried.
         let mut levers = BTreeMap::new();
-        levers.insert("final-answer-guard".to_string(), LeverStats { bucket: Some(Bucket::Processor), dimension: "D7 control".into(), proposed: 3, shipped: 3, predicted: 10, flipped: 1, ..Default::default() });
+        levers.insert(
+            "final-answer-guard".to_string(),
+            LeverStats {
+                bucket: Some(Bucket::Processor),
+                dimension: "D7 control".into(),
+                proposed: 3,
+                shipped: 3,
+                predicted: 10,
+                flipped: 1,
+                ..Default::default()
+            },
+        );
         let h = History { levers: &levers, failures: &failures, regressions: &[], concerns: &[] };
         let l = plan(&d, &g, &h, false);
         assert_eq!(l.directions[0].bucket, Bucket::Prompt, "{:#?}", l.directions);

@@ -64,7 +64,12 @@ pub struct Lab {
 
 impl Lab {
     fn key(&self, genome_id: &str, task: &str, seed: u64) -> String {
-        let text = format!("kiln-evolve/result/1\n{genome_id}\n{}\n{task}\n{seed}\n{}\n{:?}", self.env_name, self.model.describe(), self.max_steps);
+        let text = format!(
+            "kiln-evolve/result/1\n{genome_id}\n{}\n{task}\n{seed}\n{}\n{:?}",
+            self.env_name,
+            self.model.describe(),
+            self.max_steps
+        );
         ObjectId::of(text.as_bytes()).to_hex()
     }
 
@@ -114,7 +119,8 @@ impl Lab {
                         deterministic: true,
                     };
                     let (outcome, trace) = run_task(&lab.rt, lab.model.as_ref(), env.as_mut(), spec).await;
-                    let trace_id = trace.save(&lab.store).map_err(|e| format!("cannot store the trace of {task}: {e}"))?;
+                    let trace_id =
+                        trace.save(&lab.store).map_err(|e| format!("cannot store the trace of {task}: {e}"))?;
                     let tokens = outcome.usage.input_tokens + outcome.usage.output_tokens;
                     let row = TaskResult {
                         task,

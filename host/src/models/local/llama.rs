@@ -26,23 +26,29 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::LocalError;
 use super::gguf::{GgufFile, Hyper};
 
-/// How to load the weights.
-#[derive(Clone, Copy, Debug)]
-pub struct LoadOptions {
-    /// Re-quantize Q4_0/Q4_1/Q5_0/Q5_1 matrices to Q8_0 for the faster kernel.
-    pub requantize_q8: bool,
+/// How the layers' weight matrices are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Matrices {
+    /// Dequantized to f32 and multiplied by the `gemm` crate, which picks
+    /// AVX2/AVX-512/FMA kernels at run time.
+    #[default]
+    Dense,
+    /// Kept as stored in the file and multiplied by candle's quantized
+    /// kernels, which use SIMD only when the build targets the CPU
+    /// (`-C target-cpu=native`).
+    Quantized,
 }
 
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions { requantize_q8: true }
-    }
+/// How to load the weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    pub matrices: Matrices,
 }
 
 struct Layer {
@@ -87,16 +93,11 @@ impl Llama {
         let (d, kv) = (h.n_embd, h.n_kv_head * h.head_dim);
         let matrix = |file: &mut GgufFile, name: &str, shape: [usize; 2]| -> Result<QMatMul, LocalError> {
             let tensor = file.tensor(name, &shape)?;
-            let tensor = if options.requantize_q8
-                && matches!(tensor.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
-                && shape[1] % GgmlDType::Q8_0.block_size() == 0
-            {
-                let dense = tensor.dequantize(&Device::Cpu).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))?;
-                QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))?
-            } else {
-                tensor
-            };
-            QMatMul::from_qtensor(tensor).map_err(|e| file.bad(format!("tensor `{name}`: {e}")))
+            let bad = |e: candle_core::Error| file.bad(format!("tensor `{name}`: {e}"));
+            match options.matrices {
+                Matrices::Dense => Ok(QMatMul::Tensor(tensor.dequantize(&Device::Cpu).map_err(bad)?)),
+                Matrices::Quantized => QMatMul::from_qtensor(tensor).map_err(bad),
+            }
         };
         let vector = |file: &mut GgufFile, name: &str| -> Result<Tensor, LocalError> {
             let tensor = file.tensor(name, &[d])?;
@@ -119,11 +120,13 @@ impl Llama {
             });
         }
         let norm = vector(file, "output_norm.weight")?;
-        let head = if file.has_tensor("output.weight") {
-            matrix(file, "output.weight", [h.vocab_size, d])?
-        } else {
-            QMatMul::from_arc(Arc::clone(&embed)).map_err(|e| file.bad(format!("tensor `token_embd.weight`: {e}")))?
+        // The head stays quantized: it is the largest matrix and, run for
+        // one row at a time, bound by memory rather than arithmetic.
+        let head = match file.has_tensor("output.weight") {
+            true => Arc::new(file.tensor("output.weight", &[h.vocab_size, d])?),
+            false => Arc::clone(&embed),
         };
+        let head = QMatMul::from_arc(head).map_err(|e| file.bad(format!("the output head: {e}")))?;
         let (cos, sin) = rope_tables(h.head_dim, h.rope_base, window).map_err(|e| file.bad(format!("rope tables: {e}")))?;
         Ok(Llama { hyper, embed, layers, norm, head, cos, sin, window })
     }
@@ -160,10 +163,10 @@ impl Llama {
             let q = candle_nn::rotary_emb::rope_i(&heads(&layer.wq, h.n_head)?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&heads(&layer.wk, h.n_kv_head)?, &cos, &sin)?;
             let v = heads(&layer.wv, h.n_kv_head)?;
-            let (k, v) = append(slot, past, &k, &v)?; // (1, kv_heads, past + t, head_dim)
+            let (k_t, v) = append(slot, past, &k.t()?.contiguous()?, &v)?;
             // Query heads sharing a key/value head become extra rows.
             let q = q.reshape((1, h.n_kv_head, n_rep * t, h.head_dim))?;
-            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let scores = (q.matmul(&k_t)? * scale)?;
             let scores = match &mask {
                 Some(mask) => scores.broadcast_add(mask)?,
                 None => scores,
@@ -189,7 +192,8 @@ impl Llama {
 
 /// The key/value history of one token sequence.
 pub struct KvCache {
-    /// Per layer: the key and value buffers, (1, kv_heads, capacity, head_dim).
+    /// Per layer: the transposed key buffer (1, kv_heads, head_dim, capacity)
+    /// and the value buffer (1, kv_heads, capacity, head_dim).
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
 }
@@ -215,7 +219,7 @@ impl KvCache {
         let len = len.min(other.len);
         for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
             if let Some((k, v)) = theirs {
-                let k = k.narrow(2, 0, len)?.contiguous()?;
+                let k = k.narrow(3, 0, len)?.contiguous()?;
                 let v = v.narrow(2, 0, len)?.contiguous()?;
                 self.len = 0;
                 append(mine, 0, &k, &v)?;
@@ -226,26 +230,28 @@ impl KvCache {
     }
 }
 
-/// Write `k` and `v` at position `past` of a layer's buffers, growing them
-/// when full, and return views of positions `0..past + t`.
-fn append(slot: &mut Option<(Tensor, Tensor)>, past: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-    let (_, heads, t, dim) = k.dims4()?;
+/// Write keys `k_t` (1, kv_heads, head_dim, t) and values `v` (1, kv_heads,
+/// t, head_dim) at position `past` of a layer's buffers, growing them when
+/// full, and return views of positions `0..past + t` in the same layouts.
+/// Keys are kept transposed so that `q · kᵀ` reads them with unit stride.
+fn append(slot: &mut Option<(Tensor, Tensor)>, past: usize, k_t: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let (_, heads, t, dim) = v.dims4()?;
     let needed = past + t;
-    let capacity = slot.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+    let capacity = slot.as_ref().map_or(0, |(_, v)| v.dim(2).unwrap_or(0));
     if needed > capacity {
         let grown = needed.next_power_of_two().max(256);
-        let fresh_k = Tensor::zeros((1, heads, grown, dim), DType::F32, &Device::Cpu)?;
+        let fresh_k = Tensor::zeros((1, heads, dim, grown), DType::F32, &Device::Cpu)?;
         let fresh_v = Tensor::zeros((1, heads, grown, dim), DType::F32, &Device::Cpu)?;
         if let (Some((old_k, old_v)), true) = (slot.as_ref(), past > 0) {
-            fresh_k.slice_set(&old_k.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
+            fresh_k.slice_set(&old_k.narrow(3, 0, past)?.contiguous()?, 3, 0)?;
             fresh_v.slice_set(&old_v.narrow(2, 0, past)?.contiguous()?, 2, 0)?;
         }
         *slot = Some((fresh_k, fresh_v));
     }
     let (buf_k, buf_v) = slot.as_ref().expect("allocated above");
-    buf_k.slice_set(k, 2, past)?;
+    buf_k.slice_set(k_t, 3, past)?;
     buf_v.slice_set(v, 2, past)?;
-    Ok((buf_k.narrow(2, 0, needed)?, buf_v.narrow(2, 0, needed)?))
+    Ok((buf_k.narrow(3, 0, needed)?, buf_v.narrow(2, 0, needed)?))
 }
 
 /// The additive causal mask for `t` new rows over `past + t` keys, each row

@@ -11,7 +11,6 @@
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{context, Environment, ErrorKind};
-use serde::Serialize;
 
 /// ChatML, for files that carry no template.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -19,7 +18,7 @@ pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + messa
 const NAME: &str = "chat";
 
 /// One turn as templates expect it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Turn {
     pub role: &'static str,
     pub content: String,
@@ -51,7 +50,12 @@ impl ChatTemplate {
     /// The prompt for `turns`, ending with the opening of the assistant's turn.
     pub fn render(&self, turns: &[Turn]) -> Result<String, String> {
         let template = self.env.get_template(NAME).map_err(|e| e.to_string())?;
-        let messages = minijinja::Value::from_serialize(turns);
+        let messages: minijinja::Value = turns
+            .iter()
+            .map(|turn| {
+                minijinja::Value::from_pairs([("role", minijinja::Value::from(turn.role)), ("content", minijinja::Value::from(turn.content.as_str()))])
+            })
+            .collect();
         template
             .render(context! {
                 messages => messages,
