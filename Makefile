@@ -37,9 +37,11 @@ bench: guests
 	@uptime
 	python3 scripts/bench-summary.py --criterion $(CURDIR)/target/criterion --out $(CURDIR)/target/bench-summary.json
 
-## demo: the stock processors over a scripted conversation
+## demo: one task hook by hook, static vs stock on held-out tasks, then a short evolution
 demo: guests
-	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) run -q -p kiln -- demo
+	KILN_GUEST_OUT=$(GUEST_OUT) $(CARGO) run -q -p kiln -- --store target/demo demo
+	@echo; echo "== kiln evolve: AEGIS on shop with sim:weak and the offline planner =="
+	rm -rf target/demo-evolve && KILN_GUEST_OUT=$(GUEST_OUT) KILN_GUEST_TARGET_DIR=$(GUEST_DIR) $(CARGO) run -q -p kiln -- --store target/demo-evolve evolve --name demo --env shop --train 0..24 --test 0..24
 
 clean:
 	$(CARGO) clean

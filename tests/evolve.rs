@@ -394,7 +394,7 @@ async fn smoke_tests_catch_hangs_and_faults() {
     let (_, trace) = run_task(&rt(), model.as_ref(), env.as_mut(), spec).await;
     let traces = vec![(task, trace.events)];
     let loaded = rt().load(&common::component("hostile")).unwrap();
-    let smoke = |cfg: &str| kiln::evolve::forge::smoke(&rt(), &loaded, cfg, &traces);
+    let smoke = |cfg: &str| kiln::evolve::forge::smoke(&rt(), &loaded, cfg, &[], &traces);
     let hang = smoke(r#"{"attack": "loop"}"#);
     assert!(!hang.passed, "{hang:?}");
     let reason = hang.reason.unwrap();

@@ -6,6 +6,7 @@
 
 mod build;
 mod demo;
+mod evolve;
 mod harness;
 mod inspect;
 mod replay;
@@ -50,6 +51,8 @@ pub enum Command {
     Trace(trace::Cmd),
     /// Run a processor on the recorded hook inputs of a trace and compare.
     Replay(replay::Args),
+    /// Evolve a harness from traces (AEGIS); `kiln evolve resume NAME` picks a run up.
+    Evolve(evolve::Args),
     /// The stock processors at work on built-in defaults (what `make demo` runs).
     Demo(demo::Args),
 }
@@ -65,6 +68,7 @@ pub fn main() -> i32 {
         Command::Run(a) => run::execute(&cli.store, a),
         Command::Trace(c) => trace::execute(&cli.store, c),
         Command::Replay(a) => replay::execute(&cli.store, a),
+        Command::Evolve(a) => evolve::execute(&cli.store, a),
         Command::Demo(a) => demo::execute(&cli.store, a),
     };
     match result {

@@ -200,14 +200,16 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
                     tokens: outcome.usage.input_tokens + outcome.usage.output_tokens,
                     faults: outcome.faults,
                 };
-                // The index is rewritten after every task: an interrupted run keeps what finished.
-                let snapshot = {
+                // The index is rewritten after every task, under the lock so a
+                // slower writer never replaces a newer index with an older one:
+                // an interrupted run keeps everything that finished.
+                let saved = {
                     let mut idx = index.lock().unwrap();
                     idx.tasks.push(row);
                     idx.tasks.sort_by(|a, b| (&a.task, a.seed).cmp(&(&b.task, b.seed)));
-                    serde_json::to_vec(&*idx).expect("index serializes")
+                    let snapshot = serde_json::to_vec(&*idx).expect("index serializes");
+                    store.put(&snapshot).map_err(|e| e.to_string()).and_then(|id| store.set_ref(&format!("runs/{run_name}"), &id).map_err(|e| e.to_string()))
                 };
-                let saved = store.put(&snapshot).map_err(|e| e.to_string()).and_then(|id| store.set_ref(&format!("runs/{run_name}"), &id).map_err(|e| e.to_string()));
                 if let Err(e) = saved {
                     bar.println(format!("warning: cannot update the run index: {e}"));
                 }

@@ -174,7 +174,7 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
                 .cloned()
                 .collect();
             if !outside.is_empty() {
-                let rep = smoke(&cx.lab.rt, loaded, cfg, &outside);
+                let rep = smoke(&cx.lab.rt, loaded, cfg, &c.before, &outside);
                 r.out_of_scope_changes = rep.changed.clone();
                 let n = rep.changed.len();
                 if n > 0 {

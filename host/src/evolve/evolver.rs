@@ -94,6 +94,9 @@ pub struct Candidate {
     /// The config the new or changed processor runs with.
     #[serde(skip)]
     pub config_text: Option<String>,
+    /// The processors ahead of it in the candidate harness.
+    #[serde(skip)]
+    pub before: Vec<String>,
 }
 
 /// Inputs the Evolver shares across a round.
@@ -490,6 +493,12 @@ impl Workbench<'_> {
             parent: self.incumbent.id(),
             harness: genome.as_ref().map(Genome::id).unwrap_or_default(),
         };
+        let before: Vec<String> = match (&genome, &manifest.attribution_signature) {
+            (Some(g), a) if a.kind == "processor_invocation" => {
+                g.processors.iter().map(|p| p.name.clone()).take_while(|n| *n != a.name).collect()
+            }
+            _ => vec![],
+        };
         let mut cand = Candidate {
             manifest,
             build,
@@ -499,11 +508,12 @@ impl Workbench<'_> {
             genome,
             loaded: built.as_ref().map(|b| b.loaded.clone()),
             config_text,
+            before,
         };
         if cand.failed.is_none() {
             if let (Some(loaded), Some(cfg)) = (&cand.loaded, &cand.config_text) {
                 let traces = smoke_traces(self.lab, self.results, &theme_tasks);
-                let report = smoke(&self.lab.rt, loaded, cfg, &traces);
+                let report = smoke(&self.lab.rt, loaded, cfg, &cand.before, &traces);
                 if !report.passed {
                     cand.failed = Some(("evolver:smoke".into(), report.reason.clone().unwrap_or_default()));
                 }

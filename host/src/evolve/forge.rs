@@ -13,8 +13,8 @@
 //! (`evolve-builds/`) under the blake3 of its `Cargo.toml` and `lib.rs`, so a
 //! resumed run never rebuilds; the component itself is a store object.
 //!
-//! **Smoke test.** A candidate processor is replayed on recorded traces
-//! ([`crate::agent::replay`]): level 1, every call returns without a fault
+//! **Smoke test.** A candidate processor is replayed on recorded traces at
+//! the place it would hold in the pipeline ([`replay_at`]): level 1, every call returns without a fault
 //! within its limits (a hang ends at its deadline) and two replays give the
 //! same verdicts and edits; level 2, what it produces survives the trip to
 //! the model (messages non-empty and at most 8,000 bytes, rewritten tool
@@ -215,13 +215,93 @@ fn well_formed(edits: &[Edit], verdict: &Option<Verdict>) -> Result<(), String> 
     }
 }
 
-/// Replay `loaded` with `config` on each `(task, events)`, twice.
-pub fn smoke(rt: &Runtime, loaded: &Arc<Loaded>, config: &str, traces: &[(String, Vec<Event>)]) -> SmokeReport {
+/// One call of the candidate during a positional replay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replayed {
+    pub step: u32,
+    pub hook: crate::sandbox::Hook,
+    pub report: crate::sandbox::CallReport,
+}
+
+/// Replay `loaded` (with `config`) on a recorded trace at the place it would
+/// hold in the pipeline: at each hook it wants, it sees the context after the
+/// recorded calls of the processors in `before` (those ahead of it in the
+/// candidate harness) and before everyone else's; a hook a predecessor
+/// blocked or interrupted never reaches it. Processor tools it provides are
+/// called as recorded, to keep its state in step. The recording is never
+/// changed by the candidate.
+pub fn replay_at(
+    rt: &Runtime,
+    loaded: &Arc<Loaded>,
+    config: &str,
+    before: &[String],
+    events: &[Event],
+) -> Result<Vec<Replayed>, String> {
+    use crate::sandbox::{Grants, Instance, InstanceSpec, TaskFacts, VirtualClock};
+    let Some(Event::TaskStart { task, seed, max_steps, .. }) = events.first() else {
+        return Err("the trace has no task-start event".into());
+    };
+    let clock = VirtualClock::default();
+    let spec =
+        InstanceSpec { config: config.to_string(), limits: Limits::default(), grants: Arc::new(Grants::default()) };
+    let mut inst = Instance::new(rt, loaded.clone(), spec, *seed, clock.clone())
+        .map_err(|f| format!("the processor could not start: {f}"))?;
+    let name = loaded.info.name.clone();
+    let mut facts = TaskFacts { task_id: task.clone(), step: 0, max_steps: *max_steps, seed: *seed };
+    let mut fold = crate::trace::Fold::default();
+    let mut out = Vec::new();
+    // The hook waiting for the candidate's turn, if any.
+    let mut pending: Option<crate::sandbox::Hook> = None;
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            Event::Hook { step, hook } => {
+                facts.step = *step;
+                clock.set(*step as u64 * 1_000_000_000);
+                pending = inst.wants(*hook).then_some(*hook);
+            }
+            Event::Call { report, .. } if pending.is_some() && report.processor != name => {
+                if before.contains(&report.processor)
+                    && matches!(report.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)))
+                {
+                    pending = None; // the hook ended before the candidate's turn
+                }
+            }
+            Event::ProcessorTool { name: tool, arguments, report, .. } if report.processor == name => {
+                let mut ctx = fold.ctx.clone();
+                let _ = inst.call_tool(tool, arguments, &mut ctx, &facts);
+            }
+            _ => {}
+        }
+        fold.apply(e)?;
+        // The candidate's turn: after the last recorded call of a predecessor.
+        if let Some(hook) = pending {
+            let next_is_predecessor =
+                matches!(events.get(i + 1), Some(Event::Call { report, .. }) if before.contains(&report.processor));
+            let at_hook_start = matches!(e, Event::Hook { .. });
+            let after_call = matches!(e, Event::Call { .. });
+            if (at_hook_start || after_call) && !next_is_predecessor {
+                let mut ctx = fold.ctx.clone();
+                let report = inst.call_hook(hook, &mut ctx, &facts);
+                out.push(Replayed { step: facts.step, hook, report });
+                pending = None;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replay `loaded` with `config`, at its place after `before`, on each
+/// `(task, events)`, twice.
+pub fn smoke(
+    rt: &Runtime,
+    loaded: &Arc<Loaded>,
+    config: &str,
+    before: &[String],
+    traces: &[(String, Vec<Event>)],
+) -> SmokeReport {
     let mut r = SmokeReport { traces: traces.len(), ..Default::default() };
     for (task, events) in traces {
-        let run = || {
-            crate::agent::replay::replay(rt, loaded.clone(), Some(config.to_string()), Limits::default(), events, None)
-        };
+        let run = || replay_at(rt, loaded, config, before, events);
         let (a, b) = match (run(), run()) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
@@ -229,27 +309,27 @@ pub fn smoke(rt: &Runtime, loaded: &Arc<Loaded>, config: &str, traces: &[(String
                 continue;
             }
         };
-        r.calls += a.calls.len();
+        r.calls += a.len();
         let mut changed = false;
-        for (x, y) in a.calls.iter().zip(&b.calls) {
-            if let Some(f) = &x.replayed.fault {
+        for (x, y) in a.iter().zip(&b) {
+            if let Some(f) = &x.report.fault {
                 if r.faults.len() < 5 {
                     r.faults.push(format!("{task} step {} {}: {f}", x.step, x.hook));
                 }
             }
-            if x.replayed.verdict != y.replayed.verdict || x.replayed.edits != y.replayed.edits {
+            if x.report.verdict != y.report.verdict || x.report.edits != y.report.edits {
                 r.nondeterministic.push(task.clone());
             }
-            if let Err(m) = well_formed(&x.replayed.edits, &x.replayed.verdict) {
+            if let Err(m) = well_formed(&x.report.edits, &x.report.verdict) {
                 if r.malformed.len() < 5 {
                     r.malformed.push(format!("{task} step {} {}: {m}", x.step, x.hook));
                 }
             }
-            let acted = x.replayed.edits.iter().any(|e| !matches!(e, Edit::SlotSet { .. } | Edit::SlotRemove { .. }))
-                || matches!(x.replayed.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)));
+            let acted = x.report.edits.iter().any(|e| !matches!(e, Edit::SlotSet { .. } | Edit::SlotRemove { .. }))
+                || matches!(x.report.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)));
             changed |= acted;
         }
-        if a.calls.len() != b.calls.len() {
+        if a.len() != b.len() {
             r.nondeterministic.push(task.clone());
         }
         if changed {

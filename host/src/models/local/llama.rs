@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::LocalError;
@@ -39,9 +39,10 @@ pub enum Matrices {
     /// AVX2/AVX-512/FMA kernels at run time.
     #[default]
     Dense,
-    /// Kept as stored in the file and multiplied by candle's quantized
-    /// kernels, which use SIMD only when the build targets the CPU
-    /// (`-C target-cpu=native`).
+    /// Re-quantized to Q8_0 (nearly lossless from 4- and 5-bit formats) for
+    /// candle's AVX2 kernel, which it selects at run time.
+    Q8,
+    /// Kept as stored in the file.
     Quantized,
 }
 
@@ -96,7 +97,11 @@ impl Llama {
             let bad = |e: candle_core::Error| file.bad(format!("tensor `{name}`: {e}"));
             match options.matrices {
                 Matrices::Dense => Ok(QMatMul::Tensor(tensor.dequantize(&Device::Cpu).map_err(bad)?)),
-                Matrices::Quantized => QMatMul::from_qtensor(tensor).map_err(bad),
+                Matrices::Q8 if tensor.dtype() != GgmlDType::Q8_0 => {
+                    let dense = tensor.dequantize(&Device::Cpu).map_err(bad)?;
+                    QMatMul::from_qtensor(QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(bad)?).map_err(bad)
+                }
+                Matrices::Q8 | Matrices::Quantized => QMatMul::from_qtensor(tensor).map_err(bad),
             }
         };
         let vector = |file: &mut GgufFile, name: &str| -> Result<Tensor, LocalError> {
