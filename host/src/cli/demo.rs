@@ -7,14 +7,14 @@
 //! held-out tasks with the simulated model, with and without the stock
 //! processors, and prints both summaries.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use super::{open_store, runtime, CliResult, Hint};
-use crate::agent::{run_task, Shape, TaskSpec};
+use super::{open_store, runtime, CliResult};
+use crate::agent::{run_task, TaskSpec};
 use crate::chat::ToolCall;
 use crate::models::{BoxFuture, Model, ModelError, ModelRequest, ModelResponse, Usage};
-use crate::sandbox::{Edit, ProcessorSpec, Runtime, Verdict};
+use crate::sandbox::{Edit, Runtime, Verdict};
 use crate::trace::Event;
 
 #[derive(Debug, clap::Args)]
@@ -25,34 +25,6 @@ pub struct Args {
     /// Skip the batch comparison.
     #[arg(long)]
     pub no_batch: bool,
-}
-
-/// The stock processors, in pipeline order.
-pub(crate) const STOCK: [&str; 7] = ["history-compactor", "goal-pin", "tool-call-repair", "loop-guard", "observation-trim", "step-budget", "notes"];
-
-/// A stock processor's component: from `$KILN_GUEST_OUT` when `make guests`
-/// built it, else built from `processors/<name>` now.
-pub(crate) fn stock_component(name: &str) -> anyhow::Result<Vec<u8>> {
-    if let Some(dir) = std::env::var_os("KILN_GUEST_OUT") {
-        let p = PathBuf::from(dir).join(format!("{}.wasm", name.replace('-', "_")));
-        if p.is_file() {
-            return Ok(std::fs::read(p)?);
-        }
-    }
-    Ok(crate::build::build_processor(&Path::new("processors").join(name), &crate::build::default_target_dir())?)
-}
-
-/// The stock processors, loaded and kept in the store (so traces can name them).
-pub(crate) fn stock_specs(rt: &Runtime, store: &crate::store::Store) -> anyhow::Result<Vec<ProcessorSpec>> {
-    STOCK
-        .iter()
-        .map(|n| {
-            let bytes = stock_component(n)?;
-            let loaded = rt.load(&bytes)?;
-            store.put(&bytes)?;
-            Ok(ProcessorSpec { loaded, instance: Default::default(), policy: Default::default() })
-        })
-        .collect()
 }
 
 /// A model that plays a fixed script of replies, one per call.
@@ -97,21 +69,21 @@ fn script() -> Vec<ModelResponse> {
 pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     let store = open_store(store_dir)?;
     let rt = runtime(&store)?;
-    let processors = stock_specs(&rt, &store).hint("run `make guests` to build the stock processors")?;
+    let stock = super::run::resolve_harness(&store, &rt, "stock")?;
+    let stat = super::run::resolve_harness(&store, &rt, "static")?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let suite = crate::env::builtin("shop").expect("shop is built in");
     let task = suite.tasks(crate::env::Split::Test)[0].clone();
     let mut env = suite.make()?;
     let model = Scripted { replies: script(), next: Default::default() };
-    let shape = Shape { system: "You are a shopping agent. Use the tools: {tools}.".into(), deny: vec![] };
     let spec = TaskSpec {
         env_name: "shop".into(),
         task: task.clone(),
         seed: 1,
         max_steps: Some(12),
-        harness_id: "demo".into(),
-        shape: shape.clone(),
-        processors: processors.clone(),
+        harness_id: stock.id.clone(),
+        shape: stock.shape.clone(),
+        processors: stock.processors.clone(),
         swaps: vec![],
         mcp: vec![],
         deterministic: false,
@@ -163,16 +135,16 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     if args.no_batch {
         return Ok(());
     }
-    batch(&tokio, &rt, processors, shape, args.tasks)
+    batch(&tokio, &rt, &[("static", &stat), ("stock", &stock)], args.tasks)
 }
 
-fn batch(tokio: &tokio::runtime::Runtime, rt: &Runtime, stock: Vec<ProcessorSpec>, shape: Shape, n: usize) -> CliResult {
+fn batch(tokio: &tokio::runtime::Runtime, rt: &Runtime, harnesses: &[(&str, &super::run::Resolved)], n: usize) -> CliResult {
     let model: Arc<dyn Model> = Arc::from(crate::models::spec::parse("sim:weak")?);
     for env_name in ["shop", "house"] {
         let suite = crate::env::builtin(env_name).expect("built in");
         let tasks: Vec<String> = suite.tasks(crate::env::Split::Test).into_iter().take(n).collect();
         println!("\n== {env_name}: {} held-out tasks, sim:weak (a simulator, not an LLM) ==", tasks.len());
-        for (label, procs) in [("static", vec![]), ("stock", stock.clone())] {
+        for (label, h) in harnesses {
             let started = std::time::Instant::now();
             let (mut ok, mut reward, mut steps) = (0usize, 0.0f64, 0u32);
             for task in &tasks {
@@ -182,9 +154,9 @@ fn batch(tokio: &tokio::runtime::Runtime, rt: &Runtime, stock: Vec<ProcessorSpec
                     task: task.clone(),
                     seed: 1,
                     max_steps: None,
-                    harness_id: label.into(),
-                    shape: shape.clone(),
-                    processors: procs.clone(),
+                    harness_id: h.id.clone(),
+                    shape: h.shape.clone(),
+                    processors: h.processors.clone(),
                     swaps: vec![],
                     mcp: vec![],
                     deterministic: true,
