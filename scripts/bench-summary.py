@@ -90,11 +90,13 @@ def evaluate(medians):
         try:
             value = compute(medians)
         except KeyError as missing:
-            targets.append({"key": key, "measure": what, "value": None, "target": f"{op} {bound} {unit}",
+            shown = fmt_ns(bound) if unit == "ns" else f"{bound}x"
+            targets.append({"key": key, "measure": what, "value": None, "target": f"{op} {shown}",
                             "met": None, "missing": str(missing)})
             continue
         met = value <= bound if op == "<=" else value >= bound
-        targets.append({"key": key, "measure": what, "value": value, "unit": unit, "target": f"{op} {bound} {unit}", "met": met})
+        shown = fmt_ns(bound) if unit == "ns" else f"{bound}x"
+        targets.append({"key": key, "measure": what, "value": value, "unit": unit, "target": f"{op} {shown}", "met": met})
         if unit == "x":
             ratios[key] = value
     for key, what, compute in INFORMATIVE:
