@@ -18,7 +18,7 @@ pub struct Args {
     /// The harness: a TOML manifest, `static` or `stock` (harnesses/*.toml), or a harness name or id in the store.
     #[arg(long, default_value = "stock")]
     pub harness: String,
-    /// The model: sim:weak|mid|strong, openai:MODEL@URL, anthropic:MODEL, or a model TOML.
+    /// The model: sim:weak|mid|strong, openai:MODEL@URL, anthropic:MODEL, local:PATH|smollm2, or a roles TOML.
     #[arg(long, default_value = "sim:weak")]
     pub model: String,
     /// The environment: shop or house.

@@ -83,6 +83,7 @@ pub mod fallback;
 pub mod spec;
 pub mod sim;
 pub mod roles;
+pub mod local;
 
 /// A shared model is a model, so wrappers (text actions, caches) can hold one.
 impl<M: Model + ?Sized> Model for std::sync::Arc<M> {

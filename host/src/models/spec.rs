@@ -8,6 +8,7 @@
 //! | `openai:MODEL`               | the same, at `https://api.openai.com/v1`  | `OPENAI_API_KEY`    |
 //! | `anthropic:MODEL[@BASE_URL]` | Anthropic messages API                    | `ANTHROPIC_API_KEY` |
 //! | `sim:REST`                   | the simulated model, `REST` is its spec   | —                   |
+//! | `local:PATH_OR_ALIAS[?OPTS]` | a GGUF file run in-process ([`super::local`]) | —               |
 //!
 //! The model name ends at the first `@`, so `openai:llama3@http://localhost:11434/v1`
 //! means model `llama3` on a local Ollama. A missing key is fine for local
@@ -31,7 +32,7 @@ use super::openai::{self, OpenAi, OpenAiConfig};
 use super::text_actions::TextActions;
 use super::{Model, ModelError};
 
-const SPEC_FORMS: &str = "openai:MODEL@BASE_URL, anthropic:MODEL[@BASE_URL] or sim:SPEC";
+const SPEC_FORMS: &str = "openai:MODEL@BASE_URL, anthropic:MODEL[@BASE_URL], sim:SPEC or local:PATH_OR_ALIAS";
 
 /// Build the model a spec names (see the module docs for the forms).
 pub fn parse(spec: &str) -> Result<Box<dyn Model>, ModelError> {
@@ -46,6 +47,7 @@ pub fn parse_config(spec: &str) -> Result<ModelConfig, ModelError> {
         "openai" => Backend::OpenAi,
         "anthropic" => Backend::Anthropic,
         "sim" => return Ok(ModelConfig::new(Backend::Sim, rest)),
+        "local" => return Ok(ModelConfig::new(Backend::Local, rest)),
         other => return Err(bad(&format!("unknown backend `{other}`"))),
     };
     let (model, base_url) = match rest.split_once('@') {
@@ -71,6 +73,9 @@ pub enum Backend {
     /// The deterministic simulated model; `model` is its spec.
     #[serde(rename = "sim")]
     Sim,
+    /// A GGUF model run in-process; `model` is its `local:` spec.
+    #[serde(rename = "local")]
+    Local,
 }
 
 /// How tools reach the model.
@@ -190,6 +195,17 @@ impl ModelConfig {
                 }
                 build_sim(&self.model)?
             }
+            Backend::Local => {
+                for (field, set) in [("base_url", self.base_url.is_some()), ("api_key_env", self.api_key_env.is_some())]
+                {
+                    if set {
+                        return Err(ModelError::Config(format!(
+                            "`{field}` has no meaning for the local backend; remove it"
+                        )));
+                    }
+                }
+                build_local(&self.model, self.temperature, self.max_tokens)?
+            }
         };
         let model = match self.tools {
             ToolMode::Native => base,
@@ -243,6 +259,12 @@ impl ModelConfig {
 /// [`super::sim`].
 fn build_sim(spec: &str) -> Result<Box<dyn Model>, ModelError> {
     Ok(Box::new(super::sim::Sim::from_spec(spec)?))
+}
+
+/// The `local` arm: the GGUF backend lives in [`super::local`]. It loads the
+/// weights now, so a missing or corrupt file fails before any task starts.
+fn build_local(spec: &str, temperature: Option<f32>, max_tokens: Option<u32>) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(super::local::Local::open(spec, temperature, max_tokens)?))
 }
 
 #[cfg(test)]
@@ -351,5 +373,19 @@ mod tests {
         config.temperature = Some(0.9);
         config.build().unwrap().complete(&request).await.unwrap();
         assert_eq!(server.count(), 2, "another default temperature is another cache key");
+    }
+
+    #[test]
+    fn local_specs_name_a_gguf_file() {
+        let config = parse_config("local:smollm2?choose=admissible").unwrap();
+        assert_eq!((config.backend, config.model.as_str()), (Backend::Local, "smollm2?choose=admissible"));
+        let message = parse("local:/no/such/model.gguf").err().unwrap().to_string();
+        assert!(message.contains("/no/such/model.gguf does not exist"), "{message}");
+        let message = parse("local:llama3").err().unwrap().to_string();
+        assert!(message.contains("neither a known alias"), "{message}");
+        let mut config = ModelConfig::new(Backend::Local, "smollm2");
+        config.base_url = Some("http://x".into());
+        let message = config.build().err().unwrap().to_string();
+        assert!(message.contains("`base_url` has no meaning for the local backend"), "{message}");
     }
 }

@@ -22,13 +22,16 @@ use std::path::PathBuf;
 
 use super::error::LocalError;
 use super::gguf::{GgufFile, Hyper};
-use super::llama::{KvCache, Llama, LoadOptions, Logits};
+use super::llama::{KvCache, Llama, LoadOptions};
 use super::sampler::{decode, Decoder, Reply, Sampler, Sampling};
 use super::template::{ChatTemplate, Turn};
 use super::vocab::Vocab;
 
 /// Prompt tokens run per forward pass, at absolute positions `k * CHUNK`.
 pub const CHUNK: usize = 64;
+
+/// Continuation tokens scored per batched pass.
+const SCORE_BATCH_ROWS: usize = 256;
 
 /// One cached token sequence.
 struct Session {
@@ -67,7 +70,12 @@ pub struct Engine {
 impl Engine {
     /// Load `file`; `window` caps the context (default: the trained length),
     /// `max_sessions` bounds the cache pool.
-    pub fn load(mut file: GgufFile, window: Option<usize>, max_sessions: usize, options: LoadOptions) -> Result<Engine, LocalError> {
+    pub fn load(
+        mut file: GgufFile,
+        window: Option<usize>,
+        max_sessions: usize,
+        options: LoadOptions,
+    ) -> Result<Engine, LocalError> {
         let hyper: Hyper = file.hyper()?;
         let vocab = Vocab::from_gguf(&file)?;
         if vocab.size != hyper.vocab_size {
@@ -104,7 +112,8 @@ impl Engine {
 
     /// Render `turns` with the model's template and tokenize the result.
     pub fn prompt(&self, turns: &[Turn]) -> Result<Vec<u32>, LocalError> {
-        let text = self.template.render(turns).map_err(|reason| LocalError::Template { path: self.path.clone(), reason })?;
+        let text =
+            self.template.render(turns).map_err(|reason| LocalError::Template { path: self.path.clone(), reason })?;
         self.vocab.encode(&text).map_err(|reason| self.inference(reason))
     }
 
@@ -119,7 +128,13 @@ impl Engine {
     }
 
     /// Generate a reply to `prompt`.
-    pub fn generate(&mut self, prompt: &[u32], sampling: Sampling, seed: u64, stops: &[String]) -> Result<Reply, LocalError> {
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        sampling: Sampling,
+        seed: u64,
+        stops: &[String],
+    ) -> Result<Reply, LocalError> {
         let (index, logits) = self.prefill(prompt)?;
         let mut sampler = Sampler::new(sampling, seed, prompt);
         let path = self.path.clone();
@@ -142,7 +157,11 @@ impl Engine {
         let window = self.model.window;
         let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
         if prompt.len() + longest > window {
-            return Err(LocalError::ContextOverflow { path: self.path.clone(), prompt_tokens: prompt.len() + longest, window });
+            return Err(LocalError::ContextOverflow {
+                path: self.path.clone(),
+                prompt_tokens: prompt.len() + longest,
+                window,
+            });
         }
         let path = self.path.clone();
         let fail = |e: candle_core::Error| LocalError::Inference { path: path.clone(), reason: e.to_string() };
@@ -152,34 +171,70 @@ impl Engine {
         let mut at_fork = log_softmax(&first_logits);
         if shared > 0 {
             let shared_tokens = &continuations[0][..shared];
-            let logits = model.forward(&mut session.cache, shared_tokens, Logits::Last).map_err(fail)?;
+            let logits = model.forward(&mut session.cache, shared_tokens).map_err(fail)?;
             stats.scored_tokens += shared as u64;
             session.tokens.extend_from_slice(shared_tokens);
             at_fork = log_softmax(&logits.squeeze(0).and_then(|l| l.to_vec1::<f32>()).map_err(fail)?);
         }
-        let base = session.cache.len();
-        let mut scores = Vec::with_capacity(continuations.len());
-        for continuation in continuations {
-            let rest = &continuation[shared..];
-            if rest.is_empty() {
-                scores.push(0.0);
-                continue;
+        // Every continuation's rest runs as one branch of a batched pass
+        // (tokens but the last are fed; the last is only predicted).
+        let mut scores: Vec<f32> = continuations.iter().map(|c| at_fork[c[shared] as usize]).collect();
+        let fed: Vec<(usize, &[u32])> = continuations
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.len() - shared > 1)
+            .map(|(i, c)| (i, &c[shared..c.len() - 1]))
+            .collect();
+        let mut batch_start = 0;
+        while batch_start < fed.len() {
+            let mut rows = 0;
+            let mut batch_end = batch_start;
+            while batch_end < fed.len()
+                && (batch_end == batch_start || rows + fed[batch_end].1.len() <= SCORE_BATCH_ROWS)
+            {
+                rows += fed[batch_end].1.len();
+                batch_end += 1;
             }
-            let mut total = at_fork[rest[0] as usize];
-            if rest.len() > 1 {
-                session.cache.truncate(base);
-                let fed = &rest[..rest.len() - 1];
-                let logits = model.forward(&mut session.cache, fed, Logits::All).map_err(fail)?;
-                stats.scored_tokens += fed.len() as u64;
-                let rows = logits.to_vec2::<f32>().map_err(fail)?;
-                for (row, &token) in rows.iter().zip(&rest[1..]) {
-                    total += log_softmax(row)[token as usize];
+            let batch = &fed[batch_start..batch_end];
+            let branches: Vec<&[u32]> = batch.iter().map(|(_, b)| *b).collect();
+            let logits = model.forward_branches(&mut session.cache, &branches).map_err(fail)?;
+            stats.scored_tokens += rows as u64;
+            for ((index, _), logits) in batch.iter().zip(logits) {
+                let predicted = &continuations[*index][shared + 1..];
+                for (row, &token) in logits.to_vec2::<f32>().map_err(fail)?.iter().zip(predicted) {
+                    scores[*index] += log_softmax(row)[token as usize];
                 }
             }
-            scores.push(total / rest.len() as f32);
+            batch_start = batch_end;
         }
-        session.cache.truncate(base);
+        for (score, continuation) in scores.iter_mut().zip(continuations) {
+            *score /= (continuation.len() - shared) as f32;
+        }
         Ok(scores)
+    }
+
+    /// [`Engine::score`] the slow way, one token at a time on a copy of the
+    /// prompt's cache, as a reference for tests.
+    #[cfg(test)]
+    pub fn score_one_token_at_a_time(&mut self, prompt: &[u32], continuations: &[Vec<u32>]) -> Vec<f32> {
+        let (index, first) = self.prefill(prompt).unwrap();
+        let mut scores = Vec::new();
+        for continuation in continuations {
+            let mut cache = self.model.new_cache();
+            cache.copy_prefix(&self.sessions[index].cache, prompt.len()).unwrap();
+            let mut logits = first.clone();
+            let mut total = 0.0;
+            let shared = common_prefix_all(continuations);
+            for (i, &token) in continuation.iter().enumerate() {
+                if i >= shared {
+                    total += log_softmax(&logits)[token as usize];
+                }
+                let next = self.model.forward(&mut cache, &[token]).unwrap();
+                logits = next.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+            }
+            scores.push(total / (continuation.len() - shared) as f32);
+        }
+        scores
     }
 
     /// Bring a session's cache to `prompt[..n - 1]` plus the last prompt
@@ -207,7 +262,7 @@ impl Engine {
         let mut last = None;
         while start < prompt.len() {
             let end = ((start / CHUNK + 1) * CHUNK).min(prompt.len());
-            let logits = self.model.forward(&mut session.cache, &prompt[start..end], Logits::Last).map_err(fail)?;
+            let logits = self.model.forward(&mut session.cache, &prompt[start..end]).map_err(fail)?;
             session.tokens.extend_from_slice(&prompt[start..end]);
             if end % CHUNK == 0 {
                 session.canonical = end;
@@ -238,7 +293,12 @@ impl Engine {
             }
         }
         let target = if self.sessions.len() < self.max_sessions {
-            self.sessions.push(Session { tokens: Vec::new(), cache: self.model.new_cache(), canonical: 0, last_used: 0 });
+            self.sessions.push(Session {
+                tokens: Vec::new(),
+                cache: self.model.new_cache(),
+                canonical: 0,
+                last_used: 0,
+            });
             self.sessions.len() - 1
         } else {
             let lru = (0..self.sessions.len()).min_by_key(|&i| self.sessions[i].last_used).expect("pool is not empty");
@@ -313,7 +373,7 @@ struct SessionDecoder<'a> {
 
 impl Decoder for SessionDecoder<'_> {
     fn feed(&mut self, token: u32) -> Result<Vec<f32>, String> {
-        let logits = self.model.forward(&mut self.session.cache, &[token], Logits::Last).map_err(|e| e.to_string())?;
+        let logits = self.model.forward(&mut self.session.cache, &[token]).map_err(|e| e.to_string())?;
         self.session.tokens.push(token);
         self.decoded += 1;
         logits.squeeze(0).and_then(|l| l.to_vec1::<f32>()).map_err(|e| e.to_string())
@@ -328,7 +388,7 @@ impl Decoder for SessionDecoder<'_> {
     }
 
     fn room(&self) -> usize {
-        self.model.window.saturating_sub(self.session.cache.len())
+        self.model.window.saturating_sub(self.session.cache.positions())
     }
 }
 

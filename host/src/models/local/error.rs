@@ -63,11 +63,9 @@ impl From<LocalError> for ModelError {
             // A request too long for the window is a refusal of the request,
             // like the 4xx an HTTP server answers: a fallback chain does not
             // hide it by sending the same request elsewhere.
-            LocalError::ContextOverflow { path, .. } | LocalError::Template { path, .. } => ModelError::Refused {
-                url: format!("local:{}", path.display()),
-                status: 400,
-                body: error.to_string(),
-            },
+            LocalError::ContextOverflow { path, .. } | LocalError::Template { path, .. } => {
+                ModelError::Refused { url: format!("local:{}", path.display()), status: 400, body: error.to_string() }
+            }
             LocalError::Inference { path, .. } => {
                 ModelError::Malformed { url: format!("local:{}", path.display()), reason: error.to_string() }
             }

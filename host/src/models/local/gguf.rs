@@ -61,10 +61,8 @@ impl GgufFile {
             },
             _ => LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() },
         })?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() })?
-            .len();
+        let file_len =
+            file.metadata().map_err(|e| LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() })?.len();
         let mut reader = BufReader::new(file);
         let mut magic = [0u8; 4];
         if let Err(e) = reader.read_exact(&mut magic) {
@@ -120,7 +118,9 @@ impl GgufFile {
     /// A required unsigned metadata number.
     pub fn usize(&self, key: &str) -> Result<usize, LocalError> {
         match self.content.metadata.get(key) {
-            Some(value) => as_u64(value).map(|n| n as usize).ok_or_else(|| self.bad(format!("metadata `{key}` is {value:?}, not a whole number"))),
+            Some(value) => as_u64(value)
+                .map(|n| n as usize)
+                .ok_or_else(|| self.bad(format!("metadata `{key}` is {value:?}, not a whole number"))),
             None => Err(self.bad(format!("metadata `{key}` is missing"))),
         }
     }
@@ -151,10 +151,8 @@ impl GgufFile {
             return Err(self.bad(format!("tensor `{name}` is missing")));
         };
         if info.shape.dims() != shape {
-            return Err(self.bad(format!(
-                "tensor `{name}` has shape {:?} but the metadata implies {shape:?}",
-                info.shape.dims()
-            )));
+            return Err(self
+                .bad(format!("tensor `{name}` has shape {:?} but the metadata implies {shape:?}", info.shape.dims())));
         }
         let tensor = info
             .read(&mut self.reader, self.content.tensor_data_offset, &Device::Cpu)

@@ -71,19 +71,12 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Tensor,
     head: QMatMul,
+    /// The head in f32, for scoring several rows at once (dense loads only).
+    head_dense: Option<Tensor>,
     /// Rope tables for every position of the window: (window, head_dim / 2).
     cos: Tensor,
     sin: Tensor,
     pub window: usize,
-}
-
-/// Which rows of logits a forward pass returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// Only the last position's (prefill, decoding).
-    Last,
-    /// Every position's (scoring a continuation).
-    All,
 }
 
 impl Llama {
@@ -131,9 +124,16 @@ impl Llama {
             true => Arc::new(file.tensor("output.weight", &[h.vocab_size, d])?),
             false => Arc::clone(&embed),
         };
+        let head_dense = match options.matrices {
+            Matrices::Dense => {
+                Some(head.dequantize(&Device::Cpu).map_err(|e| file.bad(format!("the output head: {e}")))?)
+            }
+            _ => None,
+        };
         let head = QMatMul::from_arc(head).map_err(|e| file.bad(format!("the output head: {e}")))?;
-        let (cos, sin) = rope_tables(h.head_dim, h.rope_base, window).map_err(|e| file.bad(format!("rope tables: {e}")))?;
-        Ok(Llama { hyper, embed, layers, norm, head, cos, sin, window })
+        let (cos, sin) =
+            rope_tables(h.head_dim, h.rope_base, window).map_err(|e| file.bad(format!("rope tables: {e}")))?;
+        Ok(Llama { hyper, embed, layers, norm, head, head_dense, cos, sin, window })
     }
 
     /// A cache sized for this model.
@@ -141,10 +141,9 @@ impl Llama {
         KvCache { layers: (0..self.layers.len()).map(|_| None).collect(), len: 0 }
     }
 
-    /// Run `tokens` at positions `cache.len()..`, append their keys and
-    /// values to `cache`, and return logits, shape (rows, vocab).
-    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], want: Logits) -> candle_core::Result<Tensor> {
-        let h = &self.hyper;
+    /// Run `tokens` at positions `cache.positions()..`, append their keys
+    /// and values to `cache`, and return the last position's logits, (1, vocab).
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32]) -> candle_core::Result<Tensor> {
         let (t, past) = (tokens.len(), cache.len);
         if t == 0 {
             candle_core::bail!("forward needs at least one token");
@@ -152,12 +151,65 @@ impl Llama {
         if past + t > self.window {
             candle_core::bail!("positions {past}..{} exceed the window of {}", past + t, self.window);
         }
+        let positions: Vec<u32> = (past..past + t).map(|p| p as u32).collect();
+        let mask = (t > 1).then(|| Mask::causal(t, past));
+        let x = self.layers_forward(cache, tokens, &positions, mask)?;
+        cache.len = past + t;
+        self.logits(&x.narrow(1, t - 1, 1)?)
+    }
+
+    /// Run several independent continuations of the cached sequence in one
+    /// pass: each branch sees the cache and its own earlier tokens only (a
+    /// tree mask), at the positions it would have alone. Returns each
+    /// branch's logits (rows = its length); the cache is left as it was.
+    pub fn forward_branches(&self, cache: &mut KvCache, branches: &[&[u32]]) -> candle_core::Result<Vec<Tensor>> {
+        let past = cache.len;
+        let tokens: Vec<u32> = branches.iter().flat_map(|b| b.iter().copied()).collect();
+        if branches.iter().any(|b| b.is_empty()) {
+            candle_core::bail!("every branch needs at least one token");
+        }
+        let longest = branches.iter().map(|b| b.len()).max().unwrap_or(0);
+        if past + longest > self.window {
+            candle_core::bail!("positions {past}..{} exceed the window of {}", past + longest, self.window);
+        }
+        let positions: Vec<u32> = branches.iter().flat_map(|b| (past..past + b.len()).map(|p| p as u32)).collect();
+        let result = self.layers_forward(cache, &tokens, &positions, Some(Mask::branches(branches, past)));
+        // The branches' keys were written past the end; forget them.
+        cache.len = past;
+        let logits = self.logits(&result?)?;
+        let mut out = Vec::with_capacity(branches.len());
+        let mut start = 0;
+        for branch in branches {
+            out.push(logits.narrow(0, start, branch.len())?);
+            start += branch.len();
+        }
+        Ok(out)
+    }
+
+    /// The transformer layers over `tokens` at `positions`, writing keys and
+    /// values at `cache.len..`; returns the hidden states (1, t, d).
+    fn layers_forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: Option<Mask>,
+    ) -> candle_core::Result<Tensor> {
+        let h = &self.hyper;
+        let (t, past) = (tokens.len(), cache.len);
         let n_rep = h.n_head / h.n_kv_head;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?; // (1, t, d)
-        let cos = self.cos.narrow(0, past, t)?;
-        let sin = self.sin.narrow(0, past, t)?;
-        let mask = causal_mask(t, past, n_rep)?;
+        let (cos, sin) = match positions.first() {
+            Some(&first) if positions.iter().enumerate().all(|(i, &p)| p as usize == first as usize + i) => {
+                (self.cos.narrow(0, first as usize, t)?, self.sin.narrow(0, first as usize, t)?)
+            }
+            _ => {
+                let index = Tensor::new(positions, &Device::Cpu)?;
+                (self.cos.index_select(&index, 0)?, self.sin.index_select(&index, 0)?)
+            }
+        };
+        let mask = mask.map(|m| m.tensor(n_rep)).transpose()?;
         let scale = 1.0 / (h.head_dim as f64).sqrt();
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let residual = &x;
@@ -178,20 +230,74 @@ impl Llama {
             };
             let weights = candle_nn::ops::softmax_last_dim(&scores)?;
             let attended = weights.matmul(&v)?; // (1, kv_heads, n_rep * t, head_dim)
-            let attended = attended.reshape((1, h.n_head, t, h.head_dim))?.transpose(1, 2)?.reshape((1, t, h.n_embd))?;
+            let attended =
+                attended.reshape((1, h.n_head, t, h.head_dim))?.transpose(1, 2)?.reshape((1, t, h.n_embd))?;
             x = (residual + layer.wo.forward(&attended)?)?;
             let hidden = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, h.rms_eps)?;
             let gate = candle_nn::ops::silu(&layer.w_gate.forward(&hidden)?)?;
             let up = layer.w_up.forward(&hidden)?;
             x = (&x + layer.w_down.forward(&(gate * up)?)?)?;
         }
-        cache.len = past + t;
-        let x = match want {
-            Logits::Last => x.narrow(1, t - 1, 1)?,
-            Logits::All => x,
+        Ok(x)
+    }
+
+    /// Final norm and output head: (1, rows, d) to (rows, vocab). Several
+    /// rows go through the dense copy of the head when there is one.
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(x, &self.norm, self.hyper.rms_eps)?;
+        match &self.head_dense {
+            Some(dense) if x.dim(1)? > 1 => x.squeeze(0)?.matmul(&dense.t()?),
+            _ => self.head.forward(&x)?.squeeze(0),
+        }
+    }
+}
+
+/// Which keys each new row may attend to, beyond the `past` cached ones.
+enum Mask {
+    /// Row `i` sees new rows `0..=i`.
+    Causal { t: usize, past: usize },
+    /// Rows are branches laid end to end; each sees its own earlier rows.
+    Branches { lengths: Vec<usize>, past: usize },
+}
+
+impl Mask {
+    fn causal(t: usize, past: usize) -> Mask {
+        Mask::Causal { t, past }
+    }
+
+    fn branches(branches: &[&[u32]], past: usize) -> Mask {
+        Mask::Branches { lengths: branches.iter().map(|b| b.len()).collect(), past }
+    }
+
+    /// The additive mask (n_rep * t, past + t), each row block repeated for
+    /// the folded query heads.
+    fn tensor(&self, n_rep: usize) -> candle_core::Result<Tensor> {
+        let (t, past) = match self {
+            Mask::Causal { t, past } => (*t, *past),
+            Mask::Branches { lengths, past } => (lengths.iter().sum(), *past),
         };
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, h.rms_eps)?;
-        self.head.forward(&x)?.squeeze(0)
+        let width = past + t;
+        let mut block = vec![0.0f32; t * width];
+        match self {
+            Mask::Causal { .. } => {
+                for i in 0..t {
+                    block[i * width + past + i + 1..(i + 1) * width].fill(f32::NEG_INFINITY);
+                }
+            }
+            Mask::Branches { lengths, .. } => {
+                let mut start = 0;
+                for &len in lengths {
+                    for i in start..start + len {
+                        let row = &mut block[i * width + past..(i + 1) * width];
+                        row[..start].fill(f32::NEG_INFINITY);
+                        row[i + 1..].fill(f32::NEG_INFINITY);
+                    }
+                    start += len;
+                }
+            }
+        }
+        let rows = block.repeat(n_rep);
+        Tensor::from_vec(rows, (n_rep * t, width), &Device::Cpu)
     }
 }
 
@@ -205,13 +311,8 @@ pub struct KvCache {
 
 impl KvCache {
     /// Positions held.
-    pub fn len(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.len
-    }
-
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Forget every position from `len` on.
@@ -239,7 +340,12 @@ impl KvCache {
 /// t, head_dim) at position `past` of a layer's buffers, growing them when
 /// full, and return views of positions `0..past + t` in the same layouts.
 /// Keys are kept transposed so that `q · kᵀ` reads them with unit stride.
-fn append(slot: &mut Option<(Tensor, Tensor)>, past: usize, k_t: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+fn append(
+    slot: &mut Option<(Tensor, Tensor)>,
+    past: usize,
+    k_t: &Tensor,
+    v: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let (_, heads, t, dim) = v.dims4()?;
     let needed = past + t;
     let capacity = slot.as_ref().map_or(0, |(_, v)| v.dim(2).unwrap_or(0));
@@ -257,22 +363,6 @@ fn append(slot: &mut Option<(Tensor, Tensor)>, past: usize, k_t: &Tensor, v: &Te
     buf_k.slice_set(k_t, 3, past)?;
     buf_v.slice_set(v, 2, past)?;
     Ok((buf_k.narrow(3, 0, needed)?, buf_v.narrow(2, 0, needed)?))
-}
-
-/// The additive causal mask for `t` new rows over `past + t` keys, each row
-/// repeated `n_rep` times (the folded query heads); `None` for one row.
-fn causal_mask(t: usize, past: usize, n_rep: usize) -> candle_core::Result<Option<Tensor>> {
-    if t == 1 {
-        return Ok(None);
-    }
-    let width = past + t;
-    let mut mask = Vec::with_capacity(n_rep * t * width);
-    for _ in 0..n_rep {
-        for i in 0..t {
-            mask.extend((0..width).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
-        }
-    }
-    Ok(Some(Tensor::from_vec(mask, (n_rep * t, width), &Device::Cpu)?))
 }
 
 /// Rope cosines and sines for positions `0..window`, (window, head_dim / 2).

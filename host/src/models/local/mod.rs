@@ -27,7 +27,7 @@
 //! reads GGUF, and ships a GGUF tokenizer adapter. Its CPU kernels pick
 //! AVX2 at run time for f32 (the `gemm` crate) and Q8_0/Q4_0, but its Q4_1
 //! kernel is scalar; so by default the layers' matrices are dequantized to
-//! f32 at load (about 430 MB for SmolLM2-135M), which prefilled 3 to 4
+//! f32 at load (about 430 MB for SmolLM2-135M), which prefilled 2 to 4
 //! times faster than Q4_1 and about as fast as re-quantized Q8_0 here. The
 //! head stays quantized (it is the largest matrix and memory-bound). The
 //! forward pass is our own (see [`llama`]) because prefix reuse needs a
@@ -63,9 +63,9 @@ mod gguf;
 mod llama;
 mod sampler;
 mod template;
-mod vocab;
 #[cfg(test)]
 mod tests;
+mod vocab;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -144,7 +144,11 @@ impl LocalSpec {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| bad(format!("`{pair}` is not key=value")))?;
             let number = |what: &str| -> Result<f64, LocalError> {
-                value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| bad(format!("`{key}` must be {what}, not `{value}`")))
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| bad(format!("`{key}` must be {what}, not `{value}`")))
             };
             let whole = |what: &str| -> Result<usize, LocalError> {
                 value.parse::<usize>().map_err(|_| bad(format!("`{key}` must be {what}, not `{value}`")))
@@ -285,7 +289,10 @@ impl Model for Local {
                 Ok(handle) => {
                     let (engine, spec, request) = (Arc::clone(&self.engine), self.spec.clone(), request.clone());
                     handle.spawn_blocking(move || answer(&engine, &spec, &request)).await.map_err(|e| {
-                        ModelError::Malformed { url: format!("local:{}", self.spec.name), reason: format!("the inference thread failed: {e}") }
+                        ModelError::Malformed {
+                            url: format!("local:{}", self.spec.name),
+                            reason: format!("the inference thread failed: {e}"),
+                        }
                     })?
                 }
                 Err(_) => answer(&self.engine, &self.spec, request),
@@ -298,7 +305,10 @@ impl Model for Local {
 fn verify_default(path: &Path) -> Result<(), LocalError> {
     let mut hasher = blake3::Hasher::new();
     hasher
-        .update_reader(std::fs::File::open(path).map_err(|e| LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() })?)
+        .update_reader(
+            std::fs::File::open(path)
+                .map_err(|e| LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() })?,
+        )
         .map_err(|e| LocalError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
     let actual = hasher.finalize().to_hex();
     if actual.as_str() != DEFAULT_BLAKE3 {
@@ -318,14 +328,19 @@ enum Plan {
     /// Ask for a fresh listing.
     List,
     /// Score these commands as arguments of `tool`'s `field`.
-    Choose { tool: String, field: String, commands: Vec<String> },
+    Choose {
+        tool: String,
+        field: String,
+        commands: Vec<String>,
+    },
 }
 
 fn plan(choose: Choose, request: &ModelRequest) -> Plan {
     if choose == Choose::Generate || !request.tools.iter().any(|t| t.name == LISTING_TOOL) {
         return Plan::Generate;
     }
-    let Some((tool, field)) = request.tools.iter().filter(|t| t.name != LISTING_TOOL).find_map(single_string_argument) else {
+    let Some((tool, field)) = request.tools.iter().filter(|t| t.name != LISTING_TOOL).find_map(single_string_argument)
+    else {
         return Plan::Generate;
     };
     let mut names: HashMap<&str, &str> = HashMap::new();
@@ -422,10 +437,12 @@ fn answer(engine: &Mutex<Engine>, spec: &LocalSpec, request: &ModelRequest) -> R
             let end = engine.vocab.end_of_turn;
             let continuations = lines
                 .iter()
-                .map(|line| engine.encode(line).map(|mut t| {
-                    t.push(end);
-                    t
-                }))
+                .map(|line| {
+                    engine.encode(line).map(|mut t| {
+                        t.push(end);
+                        t
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let scored_before = engine.stats.scored_tokens;
             let scores = engine.score(&prompt, &continuations)?;
@@ -437,7 +454,8 @@ fn answer(engine: &Mutex<Engine>, spec: &LocalSpec, request: &ModelRequest) -> R
             .pick_scored(&scores);
             let mut ranked: Vec<(usize, f32)> = scores.iter().copied().enumerate().collect();
             ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let top: Vec<_> = ranked.iter().take(5).map(|&(i, s)| json!([commands[i], (s * 1000.0).round() / 1000.0])).collect();
+            let top: Vec<_> =
+                ranked.iter().take(5).map(|&(i, s)| json!([commands[i], (s * 1000.0).round() / 1000.0])).collect();
             let raw = json!({
                 "backend": "local", "mode": "admissible", "chosen": commands[pick],
                 "candidates": commands.len(), "top": top,
@@ -446,7 +464,10 @@ fn answer(engine: &Mutex<Engine>, spec: &LocalSpec, request: &ModelRequest) -> R
             ModelResponse {
                 text: lines[pick].clone(),
                 calls: Vec::new(),
-                usage: Usage { input_tokens: (prompt.len() as u64) + scored, output_tokens: continuations[pick].len() as u64 },
+                usage: Usage {
+                    input_tokens: (prompt.len() as u64) + scored,
+                    output_tokens: continuations[pick].len() as u64,
+                },
                 raw: Some(raw.to_string()),
             }
         }

@@ -148,7 +148,12 @@ pub struct Reply {
 /// Generate from `first_logits` (the prompt's last position) until the turn
 /// ends, a stop string appears, `max_tokens` run out or the window fills.
 /// The end-of-turn token is counted but never fed back or shown.
-pub fn decode(decoder: &mut dyn Decoder, sampler: &mut Sampler, first_logits: Vec<f32>, stops: &[String]) -> Result<Reply, String> {
+pub fn decode(
+    decoder: &mut dyn Decoder,
+    sampler: &mut Sampler,
+    first_logits: Vec<f32>,
+    stops: &[String],
+) -> Result<Reply, String> {
     let max_tokens = sampler.sampling.max_tokens;
     let mut tokens = Vec::new();
     let mut logits = first_logits;

@@ -36,7 +36,8 @@ impl ChatTemplate {
     /// of the model's special tokens, which templates may reference.
     pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<ChatTemplate, String> {
         let mut env = Environment::new();
-        let syntax = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| e.to_string())?;
+        let syntax =
+            SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(|e| e.to_string())?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |message: String| -> Result<String, minijinja::Error> {
@@ -53,7 +54,10 @@ impl ChatTemplate {
         let messages: minijinja::Value = turns
             .iter()
             .map(|turn| {
-                minijinja::Value::from_pairs([("role", minijinja::Value::from(turn.role)), ("content", minijinja::Value::from(turn.content.as_str()))])
+                minijinja::Value::from_pairs([
+                    ("role", minijinja::Value::from(turn.role)),
+                    ("content", minijinja::Value::from(turn.content.as_str())),
+                ])
             })
             .collect();
         template
@@ -90,7 +94,14 @@ mod tests {
              <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         assert_eq!(
-            template.render(&[turn("system", "Be brief."), turn("user", "Hi"), turn("assistant", "Hello."), turn("user", "Bye")]).unwrap(),
+            template
+                .render(&[
+                    turn("system", "Be brief."),
+                    turn("user", "Hi"),
+                    turn("assistant", "Hello."),
+                    turn("user", "Bye")
+                ])
+                .unwrap(),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
              <|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
         );
@@ -107,7 +118,7 @@ mod tests {
 
     #[test]
     fn templates_use_bos_python_methods_and_block_trimming() {
-        let source = "{{ bos_token }}\n{% for m in messages %}\n  [{{ m.role | upper }}] {{ m.content.strip() }}{{ eos_token }}\n{% endfor %}";
+        let source = "{{ bos_token }}\n  {% for m in messages %}\n[{{ m.role | upper }}] {{ m.content.strip() }}{{ eos_token }}\n  {% endfor %}";
         let template = ChatTemplate::new(Some(source), "<s>", "</s>").unwrap();
         assert_eq!(template.render(&[turn("user", "  hi  ")]).unwrap(), "<s>\n[USER] hi</s>\n");
     }
@@ -117,7 +128,10 @@ mod tests {
         let strict = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversations must start with a user turn') }}{% endif %}ok";
         let template = ChatTemplate::new(Some(strict), "", "").unwrap();
         assert_eq!(template.render(&[turn("user", "x")]).unwrap(), "ok");
-        assert_eq!(template.render(&[turn("assistant", "x")]).unwrap_err(), "Conversations must start with a user turn");
+        assert_eq!(
+            template.render(&[turn("assistant", "x")]).unwrap_err(),
+            "Conversations must start with a user turn"
+        );
         let broken = ChatTemplate::new(Some("{% for m in messages %}"), "", "").err().unwrap();
         assert!(broken.starts_with("the template does not compile"), "{broken}");
     }

@@ -59,7 +59,9 @@ impl Vocab {
             what,
             supported: format!("byte-pair (`gpt2`) tokenizers with pre-tokenizer {}", SUPPORTED_PRE.join(", ")),
         };
-        let model = file.string("tokenizer.ggml.model").ok_or_else(|| file.bad("metadata `tokenizer.ggml.model` is missing"))?;
+        let model = file
+            .string("tokenizer.ggml.model")
+            .ok_or_else(|| file.bad("metadata `tokenizer.ggml.model` is missing"))?;
         if model != "gpt2" {
             return Err(unsupported(format!("tokenizer `{model}`")));
         }
@@ -75,8 +77,9 @@ impl Vocab {
                 Some(Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into())
             }
             "llama-bpe" => {
-                let split = Split::new(SplitPattern::Regex(REGEX_LLAMA3.to_owned()), SplitDelimiterBehavior::Isolated, false)
-                    .map_err(|e| file.bad(format!("the llama-bpe split pattern does not compile: {e}")))?;
+                let split =
+                    Split::new(SplitPattern::Regex(REGEX_LLAMA3.to_owned()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(|e| file.bad(format!("the llama-bpe split pattern does not compile: {e}")))?;
                 Some(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
             }
             // candle's table matches these already.
@@ -108,7 +111,9 @@ impl Vocab {
         }
         let eos = id("tokenizer.ggml.eos_token_id");
         let end_of_turn = id("tokenizer.ggml.eot_token_id")
-            .or_else(|| ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"].iter().find_map(|t| tokenizer.token_to_id(t)))
+            .or_else(|| {
+                ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"].iter().find_map(|t| tokenizer.token_to_id(t))
+            })
             .or(eos)
             .ok_or_else(|| file.bad("it names no end-of-turn or end-of-sequence token"))?;
         stop_tokens.insert(end_of_turn);
@@ -117,10 +122,6 @@ impl Vocab {
             Some(Value::Bool(b)) => *b,
             _ => false,
         };
-        // A BOS that is also a control token would stop generation at once if
-        // the model emitted it, which is what we want (it starts a new turn);
-        // but it must never be required at the start of the prompt *and*
-        // treated as output, so it stays a stop token.
         Ok(Vocab {
             size: tokens.len(),
             bos_text: bos.map(text_of).unwrap_or_default(),
