@@ -104,6 +104,18 @@ impl Forge {
             }
         }
         let dir = self.crate_dir(name);
+        // One crate dir per name is shared by every run that builds it: hold
+        // an exclusive lock from writing the source to reading the artifact,
+        // or a concurrent build could ship the other writer's source.
+        std::fs::create_dir_all(&dir).map_err(|e| ForgeError::Build(format!("cannot create {}: {e}", dir.display())))?;
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ForgeError::Build(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.lock().map_err(|e| ForgeError::Build(format!("cannot lock {}: {e}", lock_path.display())))?;
         let write = |path: &Path, text: &str| -> Result<(), ForgeError> {
             if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
                 return Ok(()); // keep the mtime: cargo then has nothing to do
