@@ -82,8 +82,70 @@ pub trait Suite: Send + Sync {
 
 pub mod bridge;
 pub mod house;
+pub(crate) mod rng;
 pub mod shop;
 pub mod tau2;
+
+impl Split {
+    /// The split's name in task ids: `train` or `test`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// The arguments of a tool call as a JSON object (blank text = `{}`), or the
+/// error the agent should see, naming the tool and quoting the arguments.
+pub(crate) fn object_arguments(call: &ToolCall) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if call.arguments.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(format!("the arguments of `{}` must be a JSON object: {}", call.name, call.arguments)),
+        Err(err) => Err(format!("the arguments of `{}` are not a valid JSON object ({err}): {}", call.name, call.arguments)),
+    }
+}
+
+/// The two tools of a text world (`house` and the bridges): `act {command}`
+/// and `admissible {}`, with the world's own descriptions.
+pub(crate) fn text_world_tools(act: &str, admissible: &str) -> Vec<ToolSpec> {
+    vec![
+        ToolSpec::new(
+            "act",
+            act,
+            serde_json::json!({
+                "type": "object",
+                "properties": { "command": { "type": "string" } },
+                "required": ["command"],
+                "additionalProperties": false
+            }),
+        ),
+        ToolSpec::new(
+            "admissible",
+            admissible,
+            serde_json::json!({ "type": "object", "properties": {}, "additionalProperties": false }),
+        ),
+    ]
+}
+
+/// The ids of a built-in suite's `count` tasks of `split`:
+/// `<suite>/<split>/<index>`.
+pub(crate) fn task_ids(suite: &str, split: Split, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{suite}/{}/{i}", split.label())).collect()
+}
+
+/// The split and index of a built-in suite's task id, the inverse of
+/// [`task_ids`]; `None` for another suite, split or a non-canonical index
+/// (`01`, empty).
+pub(crate) fn parse_task_id(suite: &str, id: &str) -> Option<(Split, usize)> {
+    let (split, index) = id.strip_prefix(suite)?.strip_prefix('/')?.split_once('/')?;
+    let canonical = !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && (index == "0" || !index.starts_with('0'));
+    let split = [Split::Train, Split::Test].into_iter().find(|s| s.label() == split)?;
+    Some((split, index.parse().ok().filter(|_| canonical)?))
+}
 
 /// The built-in suite called `name` (`shop` or `house`), freshly built.
 pub fn builtin(name: &str) -> Option<Box<dyn Suite>> {

@@ -44,7 +44,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use self::process::{BridgeProcess, Failure};
 pub use self::process::{Launch, Timeouts, STDERR_LINES};
@@ -470,25 +470,11 @@ impl Environment for BridgeEnv {
         if episode.state.done || episode.steps >= episode.max_steps {
             return error("the task is over; no more actions are accepted.".to_string());
         }
-        let args: Value = if call.arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(value @ Value::Object(_)) => value,
-                Ok(_) => {
-                    episode.steps += 1;
-                    return error(format!(
-                        "the arguments of `{}` must be a JSON object: {}",
-                        call.name, call.arguments
-                    ));
-                }
-                Err(err) => {
-                    episode.steps += 1;
-                    return error(format!(
-                        "the arguments of `{}` are not a valid JSON object ({err}): {}",
-                        call.name, call.arguments
-                    ));
-                }
+        let args = match super::object_arguments(call) {
+            Ok(args) => args,
+            Err(reason) => {
+                episode.steps += 1;
+                return error(reason);
             }
         };
         match call.name.as_str() {
@@ -533,24 +519,11 @@ impl Environment for BridgeEnv {
 
 /// The tools of a bridge environment: `act` and `admissible`.
 pub fn tool_specs() -> Vec<ToolSpec> {
-    vec![
-        ToolSpec::new(
-            "act",
-            "Do one action in the environment. It must be one of the admissible actions right now, written as \
-             `admissible` lists it (e.g. `look around`, `move north`, `take coin`, `forward`).",
-            json!({
-                "type": "object",
-                "properties": { "command": { "type": "string" } },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        ),
-        ToolSpec::new(
-            "admissible",
-            "List the actions that are admissible right now.",
-            json!({ "type": "object", "properties": {}, "additionalProperties": false }),
-        ),
-    ]
+    super::text_world_tools(
+        "Do one action in the environment. It must be one of the admissible actions right now, written as \
+         `admissible` lists it (e.g. `look around`, `move north`, `take coin`, `forward`).",
+        "List the actions that are admissible right now.",
+    )
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use self::episode::Episode;
 use self::world::{HouseTask, TaskKind};
-use super::shop::rng::SplitMix64;
+use super::rng::SplitMix64;
 use crate::chat::{ToolCall, ToolSpec};
 use crate::env::{EnvError, Environment, Observation, Score, Split, Start, Suite};
 
@@ -81,11 +81,11 @@ impl Suite for HouseSuite {
     }
 
     fn tasks(&self, split: Split) -> Vec<String> {
-        let (label, count) = match split {
-            Split::Train => ("train", self.tasks.train.len()),
-            Split::Test => ("test", self.tasks.test.len()),
+        let count = match split {
+            Split::Train => self.tasks.train.len(),
+            Split::Test => self.tasks.test.len(),
         };
-        (0..count).map(|i| format!("{NAME}/{label}/{i}")).collect()
+        super::task_ids(NAME, split, count)
     }
 
     fn make(&self) -> Result<Box<dyn Environment>, EnvError> {
@@ -102,17 +102,9 @@ pub struct HouseEnv {
 impl HouseEnv {
     /// `(split code, index, task)` for a task id like `house/test/4`.
     fn lookup(&self, id: &str) -> Option<(u64, usize, &HouseTask)> {
-        let rest = id.strip_prefix(NAME)?.strip_prefix('/')?;
-        let (split, index) = rest.split_once('/')?;
-        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0'))
-        {
-            return None;
-        }
-        let index: usize = index.parse().ok()?;
-        match split {
-            "train" => self.tasks.train.get(index).map(|t| (0, index, t)),
-            "test" => self.tasks.test.get(index).map(|t| (1, index, t)),
-            _ => None,
+        match super::parse_task_id(NAME, id)? {
+            (Split::Train, index) => self.tasks.train.get(index).map(|t| (0, index, t)),
+            (Split::Test, index) => self.tasks.test.get(index).map(|t| (1, index, t)),
         }
     }
 
@@ -215,25 +207,11 @@ impl Environment for HouseEnv {
         if episode.done() {
             return error("the task is over; no more actions are accepted.".to_string());
         }
-        let args: Value = if call.arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(value @ Value::Object(_)) => value,
-                Ok(_) => {
-                    episode.steps += 1;
-                    return error(format!(
-                        "the arguments of `{}` must be a JSON object: {}",
-                        call.name, call.arguments
-                    ));
-                }
-                Err(err) => {
-                    episode.steps += 1;
-                    return error(format!(
-                        "the arguments of `{}` are not a valid JSON object ({err}): {}",
-                        call.name, call.arguments
-                    ));
-                }
+        let args = match super::object_arguments(call) {
+            Ok(args) => args,
+            Err(reason) => {
+                episode.steps += 1;
+                return error(reason);
             }
         };
         match call.name.as_str() {
@@ -267,25 +245,12 @@ impl Environment for HouseEnv {
 
 /// The tools of the house: `act` and `admissible`.
 pub fn tool_specs() -> Vec<ToolSpec> {
-    vec![
-        ToolSpec::new(
-            "act",
-            "Do one thing in the room, e.g. `go to countertop 1`, `open fridge 1`, `take apple 1 from countertop 1`, \
-             `put apple 1 in/on shelf 2`, `clean apple 1 with sinkbasin 1`, `heat ... with microwave 1`, \
-             `cool ... with fridge 1`, `use desklamp 1`, `look`, `inventory`, `examine apple 1`.",
-            json!({
-                "type": "object",
-                "properties": { "command": { "type": "string" } },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        ),
-        ToolSpec::new(
-            "admissible",
-            "List the commands that are possible right now.",
-            json!({ "type": "object", "properties": {}, "additionalProperties": false }),
-        ),
-    ]
+    super::text_world_tools(
+        "Do one thing in the room, e.g. `go to countertop 1`, `open fridge 1`, `take apple 1 from countertop 1`, \
+         `put apple 1 in/on shelf 2`, `clean apple 1 with sinkbasin 1`, `heat ... with microwave 1`, \
+         `cool ... with fridge 1`, `use desklamp 1`, `look`, `inventory`, `examine apple 1`.",
+        "List the commands that are possible right now.",
+    )
 }
 
 #[cfg(test)]

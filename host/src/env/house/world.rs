@@ -6,7 +6,7 @@
 //! closed receptacles) and distractors are scattered. The target receptacle
 //! never starts with a task object in it, so no task is solved at the start.
 
-use super::super::shop::rng::SplitMix64;
+use crate::env::rng::SplitMix64;
 use crate::env::Split;
 
 /// The six ALFWorld task types.

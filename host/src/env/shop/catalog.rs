@@ -9,7 +9,7 @@
 //! Attributes are drawn per *slot* (material, fit, roast, ...), one value per
 //! slot, so a product never says both "slim fit" and "regular fit".
 
-use super::rng::SplitMix64;
+use crate::env::rng::SplitMix64;
 
 /// One product type: where it sits, which attribute slots and purchase
 /// options it has, and its price range in dollars.

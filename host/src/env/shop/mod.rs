@@ -26,7 +26,6 @@
 
 mod catalog;
 mod episode;
-pub(crate) mod rng;
 mod search;
 mod task;
 
@@ -90,11 +89,11 @@ impl Suite for ShopSuite {
     }
 
     fn tasks(&self, split: Split) -> Vec<String> {
-        let (label, count) = match split {
-            Split::Train => ("train", self.world.train.len()),
-            Split::Test => ("test", self.world.test.len()),
+        let count = match split {
+            Split::Train => self.world.train.len(),
+            Split::Test => self.world.test.len(),
         };
-        (0..count).map(|i| format!("{NAME}/{label}/{i}")).collect()
+        super::task_ids(NAME, split, count)
     }
 
     fn make(&self) -> Result<Box<dyn Environment>, EnvError> {
@@ -110,17 +109,9 @@ pub struct ShopEnv {
 
 impl ShopEnv {
     fn task(&self, id: &str) -> Option<&ShopTask> {
-        let rest = id.strip_prefix(NAME)?.strip_prefix('/')?;
-        let (split, index) = rest.split_once('/')?;
-        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || (index.len() > 1 && index.starts_with('0'))
-        {
-            return None;
-        }
-        let index: usize = index.parse().ok()?;
-        match split {
-            "train" => self.world.train.get(index),
-            "test" => self.world.test.get(index),
-            _ => None,
+        match super::parse_task_id(NAME, id)? {
+            (Split::Train, index) => self.world.train.get(index),
+            (Split::Test, index) => self.world.test.get(index),
         }
     }
 
@@ -239,7 +230,7 @@ pub fn tool_specs() -> Vec<ToolSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::rng::SplitMix64;
+    use crate::env::rng::SplitMix64;
     use super::*;
 
     fn call(name: &str, args: serde_json::Value) -> ToolCall {

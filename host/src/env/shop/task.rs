@@ -13,7 +13,7 @@
 //! category and 0.1 otherwise. Success means a reward of exactly 1.
 
 use super::catalog::{Catalog, TYPES};
-use super::rng::SplitMix64;
+use crate::env::rng::SplitMix64;
 use crate::env::{Score, Split};
 
 /// One shopping task.

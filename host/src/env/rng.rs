@@ -2,7 +2,7 @@
 //!
 //! The suites need a few thousand draws to build a catalog or a room, the
 //! same on every platform and every release. SplitMix64 is 10 lines, has no
-//! dependencies and passes BigCrush for this kind of use; `house` shares it.
+//! dependencies and passes BigCrush for this kind of use.
 
 /// SplitMix64: a 64-bit state advanced by a constant and finalized by a mix.
 #[derive(Clone, Debug)]
