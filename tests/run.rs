@@ -103,3 +103,77 @@ fn bad_input_gets_a_clear_error() {
     let out = kiln(dir.path(), &["inspect", "0000"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn trace_export_writes_grpo_groups_and_sft_conversations_and_skips_damaged_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = run_json(dir.path(), &["--name", "plain", "--harness", "static", "--seeds", "1,2,3"]);
+    run_json(dir.path(), &["--name", "stock", "--seeds", "1,2,3"]);
+    let file = dir.path().join("grpo.jsonl");
+    let out = kiln(dir.path(), &["trace", "export", "--format", "grpo", "--keep-flat", "--out", file.to_str().unwrap()]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 18 lines"), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 18, "3 tasks x 3 seeds x 2 harnesses");
+    let mut groups = std::collections::BTreeMap::<String, Vec<&serde_json::Value>>::new();
+    for l in &lines {
+        groups.entry(l["group"].as_str().unwrap().to_string()).or_default().push(l);
+        let turns = l["turns"].as_array().unwrap();
+        assert!(!turns.is_empty() && turns.iter().all(|t| t["completion"]["role"] == "assistant" && t["messages"][0]["role"] == "system"), "{l}");
+    }
+    assert_eq!(groups.len(), 3, "one group per task, across seeds and harnesses");
+    for members in groups.values() {
+        assert_eq!(members.len(), 6);
+        let sum: f64 = members.iter().map(|l| l["advantage"].as_f64().unwrap()).sum();
+        assert!(sum.abs() < 1e-9, "advantages sum to zero within a group");
+    }
+    // The same export to stdout, byte for byte; one run's traces only.
+    assert_eq!(ok(&kiln(dir.path(), &["trace", "export", "--keep-flat"])), text);
+    assert_eq!(ok(&kiln(dir.path(), &["trace", "export", "--keep-flat", "--run", "plain"])).lines().count(), 9);
+    // SFT: successful trajectories, each ending with the model's reply.
+    let sft = ok(&kiln(dir.path(), &["trace", "export", "--format", "sft"]));
+    for l in sft.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().last().unwrap()["role"], "assistant");
+    }
+    let bad = kiln(dir.path(), &["trace", "export", "--format", "sft", "--keep-flat"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("hint:"));
+
+    // A trace damaged on disk is named, skipped and counted; the export goes on.
+    let trace = plain["index"]["tasks"][0]["trace"].as_str().unwrap().to_string();
+    let path = dir.path().join("objects").join(&trace[..2]).join(&trace[2..]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let out = kiln(dir.path(), &["trace", "export", "--keep-flat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(ok(&out).lines().count(), 17);
+    assert!(stderr.contains(&format!("warning: skipped: trace {trace} cannot be read")) && stderr.contains("1 damaged traces"), "{stderr}");
+}
+
+/// `kiln build <dir>` prints the component's id, and the id is the blake3 of
+/// the bytes stored under it (and of the component cargo built).
+#[test]
+fn build_prints_the_blake3_of_the_stored_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(common::root())
+        .arg("--store")
+        .arg(dir.path())
+        .args(["build", "processors/loop-guard"])
+        // The target dir `make guests` and the test harness build into: nothing to rebuild.
+        .env("KILN_GUEST_TARGET_DIR", common::root().join("target/guest"))
+        .output()
+        .expect("run kiln");
+    let id = ok(&out).trim().to_string();
+    assert_eq!(id.len(), 64, "`kiln build` should print a blake3 hex id, got {id:?}");
+    let stored = std::fs::read(dir.path().join("objects").join(&id[..2]).join(&id[2..])).expect("the component is in the store");
+    assert_eq!(blake3::hash(&stored).to_hex().as_str(), id);
+    assert_eq!(stored, common::component("loop-guard"), "the stored bytes are the component cargo built");
+}

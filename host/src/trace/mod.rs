@@ -18,6 +18,9 @@ use crate::models::Usage;
 use crate::sandbox::{CallReport, Context, Hook, Member, Reply, SwapReport, ToolOutcome};
 use crate::store::{ObjectId, Store};
 
+/// Traces as RL training data: GRPO groups and SFT conversations.
+pub mod export;
+
 /// The version of the event schema.
 pub const SCHEMA: u32 = 1;
 
