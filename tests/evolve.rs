@@ -9,6 +9,9 @@
 //!   first with processor source that does not compile, then with a fixed
 //!   one; kiln compiles it, sends the error back, repairs, smoke-tests,
 //!   gates and ships it;
+//! - the evolved harness is a harness room harness: stored under
+//!   `evolve/<run>/incumbent` with its lineage (each shipped edit, and the
+//!   candidate record that explains it), and a new run can start from it;
 //! - bad input ends cleanly with a reason.
 
 mod common;
@@ -113,6 +116,32 @@ async fn offline_evolution_is_safe_deterministic_and_resumable() {
     }
     // The ledgers are in the store too.
     assert!(store_a.get_ref("evolve/t").unwrap().is_some());
+    // The evolved harness is in the store under the run's name, with its
+    // lineage: one record per ship, newest first, each naming the edit the
+    // ledgers recorded and the candidate record as its reason.
+    assert_eq!(report.harness_name, "evolve/t/incumbent");
+    let final_id = kiln::harness::find(&store_a, &report.harness_name).unwrap();
+    assert_eq!(final_id.to_hex(), report.harness);
+    let shop = kiln::harness::Workshop::new(&rt(), &store_a, paths().target_dir);
+    assert_eq!(shop.load(&final_id).unwrap().id(), final_id, "the stored harness loads back to its id");
+    let chain = kiln::harness::lineage(&store_a, &final_id).unwrap();
+    assert_eq!(chain.len(), report.ships.len(), "one lineage record per ship");
+    let cands_text = String::from_utf8(first["candidates.jsonl"].clone()).unwrap();
+    for (record, ship) in chain.iter().zip(report.ships.iter().rev()) {
+        assert_eq!((record.child.to_hex(), record.parent.to_hex()), (ship.harness.clone(), ship.parent.clone()));
+        let reason = record.reason.expect("a shipped edit says why");
+        assert_eq!(reason.to_hex(), ship.record);
+        let why: serde_json::Value = serde_json::from_slice(&store_a.get(&reason).unwrap()).unwrap();
+        assert_eq!(why["format"], "kiln-evolve-ship/1");
+        assert_eq!(why["candidate"]["manifest"]["candidate_id"], ship.candidate.as_str());
+        assert_eq!(why["candidate"]["verdict"], "shipped");
+        assert_eq!(why["candidate"]["manifest"]["edit"], record.edit.to_json(), "the ledger's edit is the lineage's");
+        assert!(
+            cands_text.lines().any(|l| serde_json::from_str::<serde_json::Value>(l).unwrap() == why["candidate"]),
+            "the record is the ledger's line for that candidate"
+        );
+    }
+    assert_eq!(chain.last().unwrap().parent.to_hex(), report.start, "the chain ends at the starting harness");
     // Every shipped candidate's manifest is complete and its gate passed in order.
     let cands = String::from_utf8(first["candidates.jsonl"].clone()).unwrap();
     for line in cands.lines() {
@@ -329,6 +358,10 @@ async fn bad_input_is_refused_with_a_reason() {
     let mut cfg = config("nowhere");
     cfg.name = "x".into();
     assert!(matches!(evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await, Err(EvolveError::UnknownEnv(_))));
+    let mut cfg = config("shop");
+    cfg.name = "a/b".into();
+    let e = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.unwrap_err();
+    assert!(matches!(e, EvolveError::Name { .. }), "{e}");
     let e = resume(&store, &rt(), "never-ran", &paths(), &Silent, &stop).await.unwrap_err();
     assert!(matches!(e, EvolveError::NoRun { .. }), "{e}");
 }
@@ -422,6 +455,15 @@ async fn runs_start_from_harness_manifests() {
     cfg.candidates = 1;
     let r = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.expect("the stock manifest starts a run");
     assert_eq!(r.let_through, 0);
+    // A stored harness starts a run too: here, the first run's incumbent, by name.
+    let mut cfg = config("shop");
+    cfg.name = "onward".into();
+    cfg.start = r.harness_name.clone();
+    cfg.rounds = 1;
+    cfg.patience = 1;
+    cfg.candidates = 1;
+    let onward = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.expect("a stored harness starts a run");
+    assert_eq!(onward.start, r.harness, "it starts where the first run ended");
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "name = \"broken\"\n[[processors]]\nsource = \"no/such/crate\"\n").unwrap();
     let mut cfg = config("shop");
@@ -430,4 +472,40 @@ async fn runs_start_from_harness_manifests() {
     let e = evolve(&store, &rt(), cfg, &paths(), &Silent, &stop).await.unwrap_err();
     assert!(matches!(e, EvolveError::Start { .. }), "{e}");
     assert!(!store.root().join("evolve/broken/run.json").exists(), "nothing is written for a run that never started");
+}
+
+/// A harness that asks for text actions is evolved as it is: its rollouts
+/// run with the model speaking text actions (and are cached apart from the
+/// same harness with native tool calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_action_harnesses_roll_out_with_text_actions() {
+    use kiln::evolve::rollout::{Counters, Lab};
+    use kiln::trace::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let shop = kiln::harness::Workshop::new(&rt(), &store, paths().target_dir);
+    let manifest = |name: &str, text_actions: bool| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("name = \"{name}\"\n[tools]\ntext_actions = {text_actions}\n")).unwrap();
+        shop.open(&path).unwrap().harness
+    };
+    let suite = kiln::env::builtin("shop").unwrap();
+    let task = suite.tasks(kiln::env::Split::Train)[0].clone();
+    let lab = Lab {
+        rt: rt(),
+        store: store.clone(),
+        suite: Arc::from(suite),
+        env_name: "shop".into(),
+        model: Arc::from(kiln::models::spec::parse("sim:weak").unwrap()),
+        max_steps: Some(3),
+        jobs: 1,
+        counters: Arc::new(Counters::default()),
+    };
+    for (text_actions, suffix) in [(true, true), (false, false)] {
+        let harness = manifest(if text_actions { "text" } else { "native" }, text_actions);
+        let rows = lab.run(&harness, &[(task.clone(), 1)]).await.unwrap();
+        let events = lab.events(&rows[0].trace).unwrap();
+        let Some(Event::TaskStart { model, .. }) = events.first() else { panic!("a trace starts with task-start") };
+        assert_eq!(model.ends_with("(text actions)"), suffix, "text_actions = {text_actions}: model {model}");
+    }
 }

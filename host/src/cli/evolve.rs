@@ -1,5 +1,9 @@
 //! `kiln evolve`: evolve a harness from traces (AEGIS); `kiln evolve resume NAME`.
 //!
+//! The evolved harness is an ordinary stored harness: the store keeps the
+//! run's incumbent under the name `evolve/<run>/incumbent`, so `kiln harness
+//! show|lineage|diff` work on it, and `--from` takes it to evolve further.
+//!
 //! Progress goes to stderr as cargo-style status lines (round, stage,
 //! candidates, verdicts); the final report (a per-round table, the curves,
 //! the shipped lineage with each edit's manifest) to stdout, or as JSON with
@@ -56,7 +60,8 @@ pub struct RunArgs {
     /// The environment: shop or house.
     #[arg(long, default_value = "shop")]
     pub env: String,
-    /// The starting harness: static, stock, a harness manifest (.toml), or a harness id from an earlier run.
+    /// The starting harness: static, stock, a harness manifest file, or a
+    /// stored harness by name (e.g. evolve/RUN/incumbent), id or id prefix.
     #[arg(long, default_value = "static")]
     pub from: String,
     /// The task agent's model.
@@ -169,9 +174,12 @@ fn hint_for(e: EvolveError) -> CliError {
         EvolveError::NoRun { .. } => {
             Some("runs are listed in <store>/evolve/; start one with `kiln evolve --name NAME`".to_string())
         }
-        EvolveError::Start { .. } => {
-            Some("run `make guests` to build the stock processors, or start --from static".to_string())
-        }
+        EvolveError::Start { .. } => Some(
+            "--from takes static, stock, a manifest file, or a harness from `kiln store ls` (refs under harness/); \
+             `make guests` builds the stock processors"
+                .to_string(),
+        ),
+        EvolveError::Name { .. } => Some("e.g. --name shop-2".to_string()),
         EvolveError::UnknownEnv(_) => Some("--env shop or --env house".to_string()),
         _ => None,
     };
@@ -249,7 +257,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
 fn print_report(r: &Report) {
     println!("evolution  {} ({})", r.name, r.status);
     println!("ledgers    {}", r.dir.display());
-    println!("harness    {} -> {}", &r.start[..12], &r.harness[..12]);
+    println!("harness    {} -> {}  (kiln harness show {})", &r.start[..12], &r.harness[..12], r.harness_name);
     let pct = |n: Option<usize>, d: usize| {
         n.map(|n| format!("{n}/{d} ({:.1}%)", 100.0 * n as f64 / d.max(1) as f64)).unwrap_or_else(|| "-".into())
     };
@@ -258,8 +266,8 @@ fn print_report(r: &Report) {
     println!("regressions let through: {}", r.let_through);
     println!("candidates {}", r.tally.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     println!(
-        "\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}  {}",
-        "round", "action.", "top themes", "proposed", "shipped", "rollouts", "idle"
+        "\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}  idle",
+        "round", "action.", "top themes", "proposed", "shipped", "rollouts"
     );
     for row in &r.rounds {
         let themes = row.themes.iter().take(3).map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
@@ -296,6 +304,7 @@ fn print_report(r: &Report) {
                 s.attributed
             );
         }
+        println!("  (the store keeps it: kiln harness lineage {})", r.harness_name);
     }
     println!("\nwall       {:.1}s ({} rollouts computed, the rest cached)", r.wall_secs, r.computed_rollouts);
 }

@@ -114,7 +114,7 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
             "{}\n{}\n{}",
             c.source_text.clone().unwrap_or_default(),
             c.config_text.clone().unwrap_or_default(),
-            m.edit.describe()
+            m.describe_edit()
         );
         let lower = text.to_ascii_lowercase();
         if ["capabilities::", "read_file", "http_get"].iter().any(|k| text.contains(k)) {
@@ -141,11 +141,11 @@ pub fn review(cx: &Context<'_>, candidates: &[Candidate]) -> (Vec<Review>, Vec<S
         } else if let Some(prev) = cx.seen.get(&m.harness).or_else(|| this_round.get(&m.harness)) {
             flag("duplicate", true, format!("the same harness was candidate {prev}"));
         }
-        if let super::genome::EditOp::Insert { part } = &m.edit {
+        if let Some(crate::harness::Edit::Insert { name, .. }) = &m.edit {
             for (a, b, job) in OVERLAPS {
-                let other = if part.name == *a {
+                let other = if name == a {
                     b
-                } else if part.name == *b {
+                } else if name == b {
                     a
                 } else {
                     continue;

@@ -10,6 +10,12 @@
 //! compile errors go back to it for a bounded number of repairs. Either
 //! way the source is compiled by kiln and replayed on recorded traces before
 //! anything else looks at it.
+//!
+//! Every candidate is a harness room [`Edit`] of the incumbent [`Harness`],
+//! applied through the harness room's own edits, so a candidate that would
+//! break a composition rule (a second processor in a singleton group, a
+//! colliding tool) is refused with that rule's message, and the candidate
+//! harness carries its parent and edit as lineage.
 
 use std::sync::Arc;
 
@@ -18,13 +24,14 @@ use serde_json::{json, Value};
 
 use super::digest::{Category, Digest, Pointer};
 use super::forge::{smoke, template_source, Built, Forge, ForgeError, SmokeReport};
-use super::genome::{canonical_text, EditOp, Genome, Part};
 use super::meta;
 use super::plan::{lever, Bucket, Direction, LeverKind};
 use super::rollout::{Lab, TaskResult};
 use crate::chat::Message;
+use crate::harness::{to_canonical, Edit, Harness, ProcessorEntry};
 use crate::models::Model;
 use crate::sandbox::Loaded;
+use crate::store::ObjectId;
 use crate::trace::Event;
 
 /// What a candidate predicts.
@@ -52,15 +59,63 @@ pub struct Manifest {
     pub bucket: Bucket,
     pub dimension: String,
     pub theme: Category,
-    pub edit: EditOp,
+    /// The harness room's edit of the parent, in [`Edit::to_json`]'s form
+    /// (`{"op": "insert", "name", "processor": {...}}`, `set-config`,
+    /// `append-system-line`, `remove`, ...); `null` when the lever never got
+    /// as far as an edit (its code did not build).
+    #[serde(with = "edit_json")]
+    pub edit: Option<Edit>,
     /// Trace pointers the edit answers (observed, not assumed).
     pub capability_evidence: Vec<Pointer>,
     pub file_changes: Vec<String>,
     pub predicted_impact: Impact,
     pub attribution_signature: Attribution,
-    /// The incumbent's id and the candidate harness's id.
+    /// The incumbent's id and the candidate harness's id (harness room
+    /// canonical ids, hex; empty when there is no candidate harness).
     pub parent: String,
     pub harness: String,
+}
+
+impl Manifest {
+    /// The edit in one line, for ledgers and the Critic's reading: the
+    /// config or prompt text is written out in full (the Critic scans it).
+    pub fn describe_edit(&self) -> String {
+        match &self.edit {
+            Some(Edit::Insert { name, processor }) => format!("insert {name} {}", processor.config_text()),
+            Some(Edit::Replace { target, name, processor }) => {
+                format!("replace {target} with {name} {}", processor.config_text())
+            }
+            Some(Edit::Remove { target }) => format!("remove {target}"),
+            Some(Edit::SetConfig { target, config }) => format!("set-config {target} {}", canonical_text(config)),
+            Some(Edit::AppendSystemLine { line }) => format!("prompt line {line:?}"),
+            Some(Edit::SetSystem { text }) => format!("system prompt {text:?}"),
+            Some(other @ Edit::Merge { .. }) => other.summary(),
+            None => format!("no edit: {} was not built", self.attribution_signature.name),
+        }
+    }
+}
+
+/// Canonical JSON text of a config object (sorted keys, no whitespace).
+fn canonical_text(config: &serde_json::Map<String, Value>) -> String {
+    String::from_utf8(to_canonical(&Value::Object(config.clone()))).expect("JSON is UTF-8")
+}
+
+/// `Option<Edit>` as [`Edit::to_json`]'s form, or `null`.
+mod edit_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::harness::Edit;
+
+    pub fn serialize<S: Serializer>(edit: &Option<Edit>, s: S) -> Result<S::Ok, S::Error> {
+        edit.as_ref().map(Edit::to_json).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Edit>, D::Error> {
+        match Option::<serde_json::Value>::deserialize(d)? {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => Edit::from_json(&v).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// How the code of a candidate came to be.
@@ -87,8 +142,9 @@ pub struct Candidate {
     /// The model-written or template source, for the Critic's reading.
     #[serde(skip)]
     pub source_text: Option<String>,
+    /// The candidate harness: the incumbent with the edit applied.
     #[serde(skip)]
-    pub genome: Option<Genome>,
+    pub harness: Option<Harness>,
     #[serde(skip)]
     pub loaded: Option<Arc<Loaded>>,
     /// The config the new or changed processor runs with.
@@ -109,7 +165,7 @@ pub struct Workbench<'a> {
     pub meta_tokens_left: u64,
     pub digest: &'a Digest,
     pub results: &'a [TaskResult],
-    pub incumbent: &'a Genome,
+    pub incumbent: &'a Harness,
     pub round: u32,
     /// Harness ids already tried (with the candidate that had them): a
     /// direction that would only repeat one is skipped, not proposed again.
@@ -158,17 +214,15 @@ pub fn fit_aliases(digest: &Digest) -> serde_json::Map<String, Value> {
     out
 }
 
-fn part_of(built: &Built, config: Value) -> Part {
-    let info = &built.loaded.info;
-    Part {
-        name: info.name.clone(),
-        group: info.group.clone(),
-        band: info.band,
-        component: built.component.clone(),
-        config,
-        limits: Default::default(),
-        policy: Default::default(),
-    }
+/// Insert a built component with `config` (an object), default limits, no
+/// grants, the `skip` failure policy.
+fn insert_edit(built: &Built, config: Value) -> Edit {
+    let component: ObjectId = built.component.parse().expect("a built component's id is a 64-digit hex id");
+    let config = match config {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    Edit::Insert { name: built.loaded.info.name.clone(), processor: ProcessorEntry::new(component).with_config(config) }
 }
 
 /// Traces to smoke-test on: up to four of the theme's failing tasks, then up
@@ -280,9 +334,10 @@ impl Workbench<'_> {
         let mut build = BuildRecord::default();
         let mut source_text = None;
         let mut global = false;
-        let mut failed: Option<(String, String)> = None;
         let mut built: Option<Built> = None;
-        let op: EditOp = match l.kind {
+        // The edit, or (stage, reason) when the lever could not make one, with
+        // the name of the processor it meant to add.
+        let made: Result<Edit, (String, String, String)> = match l.kind {
             LeverKind::Template(name) => {
                 let config = match name {
                     "final-answer-guard" => {
@@ -307,30 +362,18 @@ impl Workbench<'_> {
                 };
                 let src = template_source(name)?;
                 source_text = Some(src.to_string());
+                build.attempts = 1;
                 match self.forge.build(&self.lab.rt, name, src) {
                     Ok(b) => {
-                        build.attempts = 1;
                         build.component = Some(b.component.clone());
                         build.source = Some(b.source.clone());
-                        let op = EditOp::Insert { part: part_of(&b, config) };
+                        let edit = insert_edit(&b, config);
                         built = Some(b);
-                        op
+                        Ok(edit)
                     }
                     Err(e) => {
-                        build.attempts = 1;
                         build.errors.push(e.to_string());
-                        failed = Some(("evolver:build".into(), format!("template {name}: {e}")));
-                        EditOp::Insert {
-                            part: Part {
-                                name: name.into(),
-                                group: None,
-                                band: Default::default(),
-                                component: String::new(),
-                                config,
-                                limits: Default::default(),
-                                policy: Default::default(),
-                            },
-                        }
+                        Err(("evolver:build".into(), format!("template {name}: {e}"), name.into()))
                     }
                 }
             }
@@ -340,29 +383,16 @@ impl Workbench<'_> {
                     Ok(b) => {
                         build.component = Some(b.component.clone());
                         build.source = Some(b.source.clone());
-                        let op = EditOp::Insert { part: part_of(&b, json!({})) };
+                        let edit = insert_edit(&b, json!({}));
                         built = Some(b);
-                        op
+                        Ok(edit)
                     }
-                    Err(e) => {
-                        failed = Some(("evolver:build".into(), format!("stock processor {name}: {e}")));
-                        EditOp::Insert {
-                            part: Part {
-                                name: name.into(),
-                                group: None,
-                                band: Default::default(),
-                                component: String::new(),
-                                config: json!({}),
-                                limits: Default::default(),
-                                policy: Default::default(),
-                            },
-                        }
-                    }
+                    Err(e) => Err(("evolver:build".into(), format!("stock processor {name}: {e}"), name.into())),
                 }
             }
             LeverKind::Tune(name) => {
-                let part = self.incumbent.get(name)?.clone();
-                let cur = part.config.as_object().cloned().unwrap_or_default();
+                let entry = &self.incumbent.processor(name)?.entry;
+                let cur = entry.config.clone();
                 let get = |k: &str, d: u64| cur.get(k).and_then(Value::as_u64).unwrap_or(d);
                 let mut next = cur.clone();
                 match name {
@@ -385,17 +415,17 @@ impl Workbench<'_> {
                     }
                     _ => return None,
                 }
-                let id: crate::store::ObjectId = part.component.parse().ok()?;
-                let loaded = match self.lab.rt.get(&part.component) {
+                let component = entry.component;
+                let loaded = match self.lab.rt.get(&component.to_hex()) {
                     Some(l) => l,
-                    None => self.lab.rt.load(&self.lab.store.get(&id).ok()?).ok()?,
+                    None => self.lab.rt.load(&self.lab.store.get(&component).ok()?).ok()?,
                 };
-                built = Some(Built { component: part.component.clone(), source: format!("config:{name}"), loaded });
-                EditOp::SetConfig { target: name.into(), config: Value::Object(next) }
+                built = Some(Built { component: component.to_hex(), source: format!("config:{name}"), loaded });
+                Ok(Edit::SetConfig { target: name.into(), config: next })
             }
             LeverKind::PromptLine => {
                 global = true;
-                EditOp::AddPromptLine { line: prompt_line(d.theme).into() }
+                Ok(Edit::AppendSystemLine { line: prompt_line(d.theme).into() })
             }
             LeverKind::RemoveFaulty => {
                 let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
@@ -405,66 +435,59 @@ impl Workbench<'_> {
                     }
                 }
                 let (target, _) = counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))?;
-                self.incumbent.get(&target)?;
-                EditOp::Remove { target }
+                self.incumbent.processor(&target)?;
+                Ok(Edit::Remove { target })
             }
             LeverKind::ModelWritten => match self.model_written(d.theme, &mut build).await {
                 Ok((b, code)) => {
                     build.component = Some(b.component.clone());
                     build.source = Some(b.source.clone());
                     source_text = Some(code);
-                    let op = EditOp::Insert { part: part_of(&b, json!({})) };
+                    let edit = insert_edit(&b, json!({}));
                     built = Some(b);
-                    op
+                    Ok(edit)
                 }
-                Err((stage, reason)) => {
-                    failed = Some((stage, reason));
-                    EditOp::Insert {
-                        part: Part {
-                            name: "model-written".into(),
-                            group: None,
-                            band: Default::default(),
-                            component: String::new(),
-                            config: json!({}),
-                            limits: Default::default(),
-                            policy: Default::default(),
-                        },
-                    }
-                }
+                Err((stage, reason)) => Err((stage, reason, "model-written".into())),
             },
         };
-        let genome = if failed.is_none() {
-            match self.incumbent.apply(&op) {
-                Ok(g) => {
-                    if let Some(prev) = self.tried.get(&g.id()) {
+        let (edit, mut failed, intended) = match made {
+            Ok(edit) => (Some(edit), None, None),
+            Err((stage, reason, name)) => (None, Some((stage, reason)), Some(name)),
+        };
+        let harness = match (&edit, &failed) {
+            (Some(edit), None) => match self.derive(edit) {
+                Ok(h) => {
+                    if let Some(prev) = self.tried.get(&h.id().to_hex()) {
                         self.skipped.push(format!("{} (same harness as {prev})", l.id));
                         return None;
                     }
-                    Some(g)
+                    Some(h)
                 }
-                Err(e) => {
-                    failed = Some(("evolver:edit".into(), e.to_string()));
+                Err(reason) => {
+                    failed = Some(("evolver:edit".into(), reason));
                     None
                 }
-            }
-        } else {
-            None
-        };
-        let (attr_kind, attr_name) = match &op {
-            EditOp::Insert { part } | EditOp::Replace { part, .. } => ("processor_invocation", part.name.clone()),
-            EditOp::SetConfig { target, .. } => ("processor_invocation", target.clone()),
-            EditOp::Remove { target } => ("processor_absent", target.clone()),
-            EditOp::AddPromptLine { line } => ("prompt_feature", line.clone()),
-        };
-        let config_text = match &op {
-            EditOp::Insert { part } | EditOp::Replace { part, .. } => Some(canonical_text(&part.config)),
-            EditOp::SetConfig { config, .. } => Some(canonical_text(config)),
+            },
             _ => None,
         };
-        let file_changes = match (&op, &build.source) {
-            (EditOp::AddPromptLine { .. }, _) => vec!["harness.system".to_string()],
-            (EditOp::SetConfig { target, .. }, _) => vec![format!("processors.{target}.config")],
-            (EditOp::Remove { target }, _) => vec![format!("processors.{target}")],
+        let (attr_kind, attr_name) = match &edit {
+            Some(Edit::Insert { name, .. } | Edit::Replace { name, .. }) => ("processor_invocation", name.clone()),
+            Some(Edit::SetConfig { target, .. }) => ("processor_invocation", target.clone()),
+            Some(Edit::Remove { target }) => ("processor_absent", target.clone()),
+            Some(Edit::AppendSystemLine { line }) => ("prompt_feature", line.clone()),
+            Some(Edit::SetSystem { text }) => ("prompt_feature", text.clone()),
+            Some(Edit::Merge { other }) => ("processor_invocation", other.to_hex()),
+            None => ("processor_invocation", intended.clone().unwrap_or_default()),
+        };
+        let config_text = match &edit {
+            Some(Edit::Insert { processor, .. } | Edit::Replace { processor, .. }) => Some(processor.config_text()),
+            Some(Edit::SetConfig { config, .. }) => Some(canonical_text(config)),
+            _ => None,
+        };
+        let file_changes = match (&edit, &build.source) {
+            (Some(Edit::AppendSystemLine { .. } | Edit::SetSystem { .. }), _) => vec!["harness.system".to_string()],
+            (Some(Edit::SetConfig { target, .. }), _) => vec![format!("processors.{target}.config")],
+            (Some(Edit::Remove { target }), _) => vec![format!("processors.{target}")],
             (_, Some(src)) if src.starts_with("stock:") => vec![format!("processors.{}", &src[6..])],
             (_, Some(src)) => vec![
                 format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]),
@@ -481,7 +504,7 @@ impl Workbench<'_> {
             bucket: l.bucket,
             dimension: l.dimension.to_string(),
             theme: d.theme,
-            edit: op,
+            edit,
             capability_evidence: evidence,
             file_changes,
             predicted_impact: Impact {
@@ -490,12 +513,12 @@ impl Workbench<'_> {
                 tasks_at_risk: if global { solved } else { vec![] },
             },
             attribution_signature: Attribution { kind: attr_kind.into(), name: attr_name, expected_min_calls: 1 },
-            parent: self.incumbent.id(),
-            harness: genome.as_ref().map(Genome::id).unwrap_or_default(),
+            parent: self.incumbent.id().to_hex(),
+            harness: harness.as_ref().map(|h| h.id().to_hex()).unwrap_or_default(),
         };
-        let before: Vec<String> = match (&genome, &manifest.attribution_signature) {
-            (Some(g), a) if a.kind == "processor_invocation" => {
-                g.processors.iter().map(|p| p.name.clone()).take_while(|n| *n != a.name).collect()
+        let before: Vec<String> = match (&harness, &manifest.attribution_signature) {
+            (Some(h), a) if a.kind == "processor_invocation" => {
+                h.processors().iter().map(|p| p.name().to_string()).take_while(|n| *n != a.name).collect()
             }
             _ => vec![],
         };
@@ -505,7 +528,7 @@ impl Workbench<'_> {
             smoke: None,
             failed,
             source_text,
-            genome,
+            harness,
             loaded: built.as_ref().map(|b| b.loaded.clone()),
             config_text,
             before,
@@ -521,6 +544,22 @@ impl Workbench<'_> {
             }
         }
         Some(cand)
+    }
+
+    /// The incumbent with `edit` applied, through the harness room's edits
+    /// (so every composition rule holds), or why not. A prompt line the
+    /// prompt already has is refused here: the edit would change nothing.
+    fn derive(&self, edit: &Edit) -> Result<Harness, String> {
+        let child = self.incumbent.apply(edit, &self.lab.store).map_err(|e| match e {
+            crate::harness::HarnessError::Edit { source, .. } => source.to_string(),
+            other => other.to_string(),
+        })?;
+        match edit {
+            Edit::AppendSystemLine { line } if child.id() == self.incumbent.id() => {
+                Err(format!("the prompt already has the line {line:?}"))
+            }
+            _ => Ok(child),
+        }
     }
 }
 

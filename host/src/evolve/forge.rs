@@ -271,14 +271,15 @@ pub fn replay_at(
                 clock.set(*step as u64 * 1_000_000_000);
                 pending = inst.wants(*hook).then_some(*hook);
             }
-            Event::Call { report, .. } if pending.is_some() && report.processor != name => {
-                if before.contains(&report.processor)
-                    && matches!(report.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_)))
-                {
-                    pending = None; // the hook ended before the candidate's turn
-                }
+            Event::Call { report, .. }
+                if pending.is_some()
+                    && *report.processor != *name
+                    && before.iter().any(|b| **b == *report.processor)
+                    && matches!(report.verdict, Some(Verdict::Block(_)) | Some(Verdict::Interrupt(_))) =>
+            {
+                pending = None; // the hook ended before the candidate's turn
             }
-            Event::ProcessorTool { name: tool, arguments, report, .. } if report.processor == name => {
+            Event::ProcessorTool { name: tool, arguments, report, .. } if *report.processor == *name => {
                 let mut ctx = fold.ctx.clone();
                 let _ = inst.call_tool(tool, arguments, &mut ctx, &facts);
             }
@@ -288,7 +289,7 @@ pub fn replay_at(
         // The candidate's turn: after the last recorded call of a predecessor.
         if let Some(hook) = pending {
             let next_is_predecessor =
-                matches!(events.get(i + 1), Some(Event::Call { report, .. }) if before.contains(&report.processor));
+                matches!(events.get(i + 1), Some(Event::Call { report, .. }) if before.iter().any(|b| **b == *report.processor));
             let at_hook_start = matches!(e, Event::Hook { .. });
             let after_call = matches!(e, Event::Call { .. });
             if (at_hook_start || after_call) && !next_is_predecessor {
@@ -349,15 +350,12 @@ pub fn smoke(
         }
     }
     r.nondeterministic.dedup();
-    r.reason = if let Some(f) = r.faults.first() {
-        Some(format!("faulted in replay: {f}"))
-    } else if let Some(t) = r.nondeterministic.first() {
-        Some(format!("two replays on {t} differ"))
-    } else if let Some(m) = r.malformed.first() {
-        Some(format!("output not well-formed for the model: {m}"))
-    } else {
-        None
-    };
+    r.reason = r
+        .faults
+        .first()
+        .map(|f| format!("faulted in replay: {f}"))
+        .or_else(|| r.nondeterministic.first().map(|t| format!("two replays on {t} differ")))
+        .or_else(|| r.malformed.first().map(|m| format!("output not well-formed for the model: {m}")));
     r.passed = r.reason.is_none();
     r
 }

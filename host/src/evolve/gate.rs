@@ -3,8 +3,11 @@
 //! 1. **manifest** — every field of the change manifest is filled in:
 //!    id, lever, bucket, dimension, evidence, file changes, tasks to
 //!    unlock, attribution signature, the candidate harness id.
-//! 2. **canonical** — the candidate harness, written out and read back,
-//!    has canonical bytes and the id the manifest names.
+//! 2. **canonical** — the candidate harness, stored and loaded back through
+//!    the harness room ([`Harness::load`]: canonical bytes, re-assembled
+//!    under the composition rules), has the id the manifest names. The
+//!    candidate stays in the store, so `kiln harness show <id>` shows any
+//!    candidate the ledgers name.
 //! 3. **build-smoke** — its code built and passed the smoke test, and every
 //!    processor of the harness loads.
 //! 4. **no-regression** (the seesaw) — every train (task, seed) the incumbent
@@ -24,9 +27,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error_chain;
 use super::evolver::Candidate;
-use super::genome::{canonical_text, Genome};
 use super::rollout::{Lab, TaskResult};
+use crate::harness::Harness;
 
 /// One check's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +64,7 @@ pub struct GateReport {
 /// What the Gate runs against.
 pub struct Bench<'a> {
     pub lab: &'a Lab,
-    pub incumbent: &'a Genome,
+    pub incumbent: &'a Harness,
     /// The incumbent's train results on the batch seeds.
     pub train: &'a [TaskResult],
     /// The incumbent's held-out results; `None` without a held-out split.
@@ -99,6 +103,7 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
             "attribution_signature",
             m.attribution_signature.name.is_empty() || m.attribution_signature.expected_min_calls == 0,
         ),
+        ("edit", m.edit.is_none()),
         ("harness", m.harness.is_empty()),
     ] {
         if empty {
@@ -111,28 +116,33 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
         if missing.is_empty() { "complete".into() } else { format!("missing: {}", missing.join(", ")) }
     );
 
-    let Some(genome) = &c.genome else {
+    let Some(harness) = &c.harness else {
         check!("canonical", false, "no candidate harness".into());
         unreachable!()
     };
-    let round_trip: Option<Genome> = serde_json::to_string(genome).ok().and_then(|s| serde_json::from_str(&s).ok());
-    let bytes = genome.canonical();
-    let recanon = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .map(|v| canonical_text(&v).into_bytes() == bytes)
-        .unwrap_or(false);
-    let same = round_trip.as_ref().map(|g| g.id() == m.harness).unwrap_or(false);
+    let read_back = b
+        .lab
+        .store
+        .put(harness.canonical_json())
+        .map_err(|e| e.to_string())
+        .and_then(|id| Harness::load(&b.lab.store, &id, harness.probe().clone()).map_err(|e| error_chain(&e)));
+    let recomputes = matches!(&read_back, Ok(h) if h.id().to_hex() == m.harness);
     check!(
         "canonical",
-        recanon && same,
-        if recanon && same {
-            format!("id {} recomputes", &m.harness[..12])
-        } else {
-            format!("the id does not recompute (manifest says {})", m.harness)
+        recomputes,
+        match &read_back {
+            Ok(_) if recomputes => format!("id {} recomputes", &m.harness[..12]),
+            Ok(h) => format!(
+                "the id does not recompute: the manifest says {}, the harness reads back as {}",
+                m.harness,
+                h.id()
+            ),
+            Err(e) => format!("the harness does not read back: {e}"),
         }
     );
 
     let smoke_ok = c.smoke.as_ref().map(|s| s.passed).unwrap_or(c.loaded.is_none());
-    let loads = genome.specs(&b.lab.rt, &b.lab.store);
+    let loads = harness.processor_specs(&b.lab.rt, &b.lab.store).map_err(|e| error_chain(&e));
     check!(
         "build-smoke",
         smoke_ok && loads.is_ok(),
@@ -150,7 +160,7 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
         .iter()
         .flat_map(|t| gate_seeds(t.seed, b.gate_seeds).into_iter().map(move |s| (t.task.clone(), s)))
         .collect();
-    let (before, after) = match (b.lab.run(b.incumbent, &jobs).await, b.lab.run(genome, &jobs).await) {
+    let (before, after) = match (b.lab.run(b.incumbent, &jobs).await, b.lab.run(harness, &jobs).await) {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => {
             check!("no-regression", false, format!("could not run: {e}"));
@@ -174,7 +184,7 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
     );
 
     let jobs: Vec<(String, u64)> = b.train.iter().map(|t| (t.task.clone(), t.seed)).collect();
-    r.train = match b.lab.run(genome, &jobs).await {
+    r.train = match b.lab.run(harness, &jobs).await {
         Ok(x) => x,
         Err(e) => {
             check!("target-flip", false, format!("could not run: {e}"));
@@ -203,7 +213,7 @@ pub async fn gate(b: &Bench<'_>, c: &Candidate) -> GateReport {
         }),
         Some(test) => {
             let jobs: Vec<(String, u64)> = test.iter().map(|t| (t.task.clone(), t.seed)).collect();
-            r.test = match b.lab.run(genome, &jobs).await {
+            r.test = match b.lab.run(harness, &jobs).await {
                 Ok(x) => x,
                 Err(e) => {
                     check!("held-out", false, format!("could not run: {e}"));

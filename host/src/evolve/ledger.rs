@@ -8,15 +8,26 @@
 //! task_history.json   per task: outcome, category and trace of every round
 //! candidates.jsonl    every candidate: manifest, build, smoke, review, gate, verdict, cost, gain
 //! rejected.json       every candidate that did not ship, with the stage and reason
-//! ships.json          shipped edits: predicted vs actual flips, hit rate, attribution
+//! ships.json          shipped edits: predicted vs actual flips, hit rate, attribution, record
 //! scoreboard.json     per lever, bucket and dimension: proposed, shipped, hit rate
 //! regressions.md      regressions the gate caught, and those let through (must be none)
-//! lineage.json        the shipped lineage: harness, parent, edit
+//! lineage.json        the shipped lineage: harness, parent, candidate, edit, record
 //! cost.json           rollouts, builds, meta-model tokens, per round and in all
 //! timing.json         wall time (not deterministic, so not a ledger)
 //! R<n>/digest.json    the round's digest (pointers into the traces)
 //! R<n>/landscape.md   the Planner's landscape
 //! ```
+//!
+//! Harness ids are the harness room's canonical ids (`kiln harness show
+//! <id>` shows any of them). In `candidates.jsonl` a manifest's `edit` is the
+//! harness room's edit as JSON (`{"op": "insert", "name", "processor":
+//! {"component", "config", "limits", "grants", "on-fault"}}`, `"set-config"`
+//! with `target` and `config`, `"append-system-line"` with `line`,
+//! `"remove"` with `target`), or `null` when the lever's code never built;
+//! elsewhere an edit is one line (`insert final-answer-guard {...config}`,
+//! `prompt line "..."`). A ship's `record` is the store object that holds
+//! its candidate record (`kiln-evolve-ship/1`: run, round, candidate); the
+//! shipped harness's lineage record names it as its `reason`.
 //!
 //! Every file but `run.json` and `timing.json` is a pure function of the
 //! configuration, so two runs with the same seed write identical bytes. The
@@ -98,6 +109,8 @@ pub struct Ship {
     pub edit: String,
     pub parent: String,
     pub harness: String,
+    /// The store object holding the candidate's record (the lineage record's `reason`).
+    pub record: String,
     pub predicted: Vec<String>,
     pub flipped: Vec<String>,
     pub hit_rate: f64,
@@ -208,7 +221,7 @@ impl Ledger {
             md.push_str(&format!("- {r}\n"));
         }
         f.insert("regressions.md".into(), md.into_bytes());
-        let lineage: Vec<_> = self.ships.iter().map(|s| json!({ "round": s.round, "harness": s.harness, "parent": s.parent, "candidate": s.candidate, "edit": s.edit })).collect();
+        let lineage: Vec<_> = self.ships.iter().map(|s| json!({ "round": s.round, "harness": s.harness, "parent": s.parent, "candidate": s.candidate, "edit": s.edit, "record": s.record })).collect();
         f.insert("lineage.json".into(), pretty(&lineage));
         let total = |g: fn(&RoundRow) -> u64| self.rounds.iter().map(g).sum::<u64>();
         let per_candidate: Vec<_> = self.candidates.iter().map(|c| json!({ "candidate": c.manifest.candidate_id, "cost": c.cost, "gain": c.gain, "verdict": c.verdict })).collect();

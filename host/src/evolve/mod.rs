@@ -1,26 +1,40 @@
 //! AEGIS, the evolution engine: traces in, better harnesses out, never
 //! losing a task the harness had solved.
 //!
-//! A run is the paper's Algorithm 1. Each round runs the incumbent harness
-//! on the train batch (and, for the curve only, on the held-out tasks), then:
+//! A run is the paper's Algorithm 1. Each round is a row of named stages,
+//! each its own function below (`Run::round` reads as the algorithm):
 //!
+//! 0. run the incumbent on the train batch (and, for the curve only, on the
+//!    held-out tasks);
 //! 1. [`digest`]: every trace becomes a structured summary with pointers back
 //!    into it, the summaries become themes, and an actionability score `a`;
 //!    below `alpha` the round is idle.
 //! 2. [`plan`]: the landscape (themes, persistent failures, levers tried by
 //!    bucket and dimension with hit rates, what was never tried) and an
 //!    ordered list of directions that pushes under-explored buckets.
-//! 3. [`evolver`]: up to K candidates, each a typed edit of the harness with
-//!    a change manifest; code is generated from templates ([`forge`]) or
-//!    written by a `meta` model ([`meta`]), compiled by kiln, smoke-tested
-//!    by replay.
+//! 3. [`evolver`]: up to K candidates, each a harness room
+//!    [`Edit`](crate::harness::Edit) of the incumbent with a change
+//!    manifest; code is generated from templates ([`forge`]) or written by a
+//!    `meta` model ([`meta`]), compiled by kiln, smoke-tested by replay.
 //! 4. [`critic`]: deterministic checks (capability, hard-coding, scoring,
 //!    duplicates, overlap, non-local effects by replay, portfolio audit) and
-//!    a ranking.
+//!    a ranking; then the judge's place (`Run::judge`), where a `judge`
+//!    model's review plugs in.
 //! 5. [`gate`]: ordered deterministic checks; the first candidate to pass
-//!    ships. `patience` idle rounds in a row end the run.
+//!    ships. A round that ships nothing is idle, and `patience` idle rounds
+//!    in a row end the run (one helper, `Run::end_round`, closes every
+//!    round, idle or not).
 //!
 //! Design choices:
+//! - **The harness is the harness room's [`Harness`].** The incumbent and
+//!   every candidate are `Harness` values whose id is the canonical id `kiln
+//!   harness` shows; candidates come from the room's own edits, so the
+//!   composition rules hold and each candidate knows its parent and edit.
+//!   A shipped harness is saved with that lineage plus a `reason`: a stored
+//!   object holding the candidate's ledger record (change manifest, review,
+//!   gate verdict). The ref `harness/evolve/<run>/incumbent` follows the
+//!   incumbent, so `kiln harness show evolve/<run>/incumbent` and `kiln
+//!   harness lineage evolve/<run>/incumbent` show what the run made.
 //! - **Held-out is never seen by the proposers.** Digests, landscapes and
 //!   candidates come from the train split only; the held-out split enters
 //!   only the Gate's last check and the curves. A suite without one is
@@ -34,16 +48,13 @@
 //! - **Ledgers are deterministic**: they count rollouts asked (not computed)
 //!   and keep wall time in a separate file, so the same seed gives the same
 //!   bytes ([`ledger::DETERMINISTIC_FILES`]).
-//! - **The harness is a [`genome::Genome`]** behind one small adapter, so the
-//!   engine can move to the harness room's `Harness` without touching the
-//!   stages.
 
 pub mod critic;
 pub mod digest;
 pub mod evolver;
 pub mod forge;
 pub mod gate;
-pub mod genome;
+pub mod judge;
 pub mod ledger;
 pub mod meta;
 pub mod plan;
@@ -58,18 +69,18 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use self::critic::Review;
-use self::digest::{aggregate, digest_task};
+use self::digest::{aggregate, digest_task, Digest};
 use self::evolver::{Candidate, Workbench};
 use self::forge::Forge;
 use self::gate::{Bench, GateReport};
-use self::genome::Genome;
 use self::ledger::{CandidateRecord, Cost, Ledger, Outcome, Point, RoundRow, Ship};
-use self::plan::{History, LeverStats};
+use self::plan::{History, Landscape, LeverStats};
 use self::rollout::{Counters, Lab, TaskResult};
 use crate::env::Split;
+use crate::harness::{Harness, ProcessorEntry, ToolPolicy, Workshop};
 use crate::models::Model;
 use crate::sandbox::Runtime;
-use crate::store::Store;
+use crate::store::{ObjectId, Store};
 use crate::trace::Event;
 
 /// The system prompt of the built-in starting harnesses.
@@ -87,7 +98,9 @@ pub struct EvolveConfig {
     pub name: String,
     /// A built-in suite (`shop`, `house`).
     pub env: String,
-    /// `static` (no processors), `stock`, a harness manifest (`*.toml`), or a stored genome id.
+    /// `static` (no processors), `stock` (the seven stock processors), a
+    /// harness manifest file, or a stored harness: its name (the ref
+    /// `harness/<name>`, e.g. `evolve/<run>/incumbent`), id or id prefix.
     pub start: String,
     /// The task agent's model spec.
     pub model: String,
@@ -172,13 +185,15 @@ impl Default for Paths {
 /// Why a run could not start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum EvolveError {
+    #[error("`{name}` cannot name an evolution run: {reason}")]
+    Name { name: String, reason: String },
     #[error("unknown environment `{0}` (built in: shop, house)")]
     UnknownEnv(String),
     #[error("environment `{0}` has no held-out tasks: the Gate could not check that the held-out score does not drop")]
     NoHeldOut(String),
     #[error("task index {index} is out of range: the {split} split of `{env}` has {len} tasks")]
     TaskIndex { env: String, split: String, index: usize, len: usize },
-    #[error("the starting harness `{start}` does not build: {reason}")]
+    #[error("cannot start from `{start}`: {reason}")]
     Start { start: String, reason: String },
     #[error("model `{spec}`: {reason}")]
     Model { spec: String, reason: String },
@@ -224,8 +239,11 @@ pub struct Report {
     /// `patience`, `rounds`, `interrupted`, `budget: ...`.
     pub status: String,
     pub dir: PathBuf,
+    /// The starting and the final harness (canonical ids, hex).
     pub start: String,
     pub harness: String,
+    /// The name under which the store keeps the final harness (for `kiln harness`).
+    pub harness_name: String,
     pub heldout_before: Option<usize>,
     pub heldout_after: Option<usize>,
     pub heldout_total: usize,
@@ -246,6 +264,12 @@ pub fn run_dir(store: &Store, name: &str) -> PathBuf {
     store.root().join("evolve").join(name)
 }
 
+/// The harness name (ref `harness/<name>`) that follows the incumbent of
+/// the run `run`: `kiln harness show evolve/<run>/incumbent`.
+pub fn incumbent_name(run: &str) -> String {
+    format!("evolve/{run}/incumbent")
+}
+
 /// Start a new run.
 pub async fn evolve(
     store: &Store,
@@ -255,6 +279,7 @@ pub async fn evolve(
     reporter: &dyn Reporter,
     stop: &AtomicBool,
 ) -> Result<Report, EvolveError> {
+    check_name(&cfg.name)?;
     let dir = run_dir(store, &cfg.name);
     if dir.join("run.json").exists() {
         return Err(EvolveError::Exists(cfg.name.clone()));
@@ -271,6 +296,7 @@ pub async fn resume(
     reporter: &dyn Reporter,
     stop: &AtomicBool,
 ) -> Result<Report, EvolveError> {
+    check_name(name)?;
     let path = run_dir(store, name).join("run.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|_| EvolveError::NoRun { name: name.into(), dir: store.root().join("evolve") })?;
@@ -282,85 +308,65 @@ pub async fn resume(
     execute(store, rt, cfg, paths, reporter, stop, resumes).await
 }
 
+/// A run's name becomes a directory, the ledger ref `evolve/<name>` and the
+/// harness name `evolve/<name>/incumbent`, so it must be one valid ref segment.
+fn check_name(name: &str) -> Result<(), EvolveError> {
+    let bad = |reason: String| EvolveError::Name { name: name.into(), reason };
+    if name.contains('/') {
+        return Err(bad("it contains `/`; use letters, digits, `.`, `_` and `-`".into()));
+    }
+    Store::check_ref_name(&format!("harness/{}", incumbent_name(name))).map_err(|e| bad(e.to_string()))
+}
+
 fn model(spec: &str) -> Result<Arc<dyn Model>, EvolveError> {
     crate::models::spec::parse(spec)
         .map(Arc::from)
         .map_err(|e| EvolveError::Model { spec: spec.into(), reason: e.to_string() })
 }
 
-fn start_genome(store: &Store, rt: &Runtime, forge: &Forge, start: &str) -> Result<Genome, EvolveError> {
-    let bad = |reason: String| EvolveError::Start { start: start.into(), reason };
-    let base = Genome { system: DEFAULT_SYSTEM.into(), deny: vec![], processors: vec![] };
-    let g = match start {
-        "static" => base,
-        "stock" => {
-            let mut g = base;
-            for name in STOCK {
-                let b = forge.stock(rt, name).map_err(|e| bad(format!("stock processor {name}: {e}")))?;
-                let info = &b.loaded.info;
-                g.processors.push(genome::Part {
-                    name: info.name.clone(),
-                    group: info.group.clone(),
-                    band: info.band,
-                    component: b.component,
-                    config: serde_json::json!({}),
-                    limits: Default::default(),
-                    policy: Default::default(),
-                });
-            }
-            g
-        }
-        path if path.ends_with(".toml") => {
-            let shop = crate::harness::Workshop::new(rt, store, forge.target_dir.clone());
-            let authored = shop.open(Path::new(path)).map_err(|e| bad(e.to_string()))?;
-            genome::from_harness(&authored.harness).map_err(bad)?
-        }
-        id => {
-            let oid = store
-                .resolve(id)
-                .map_err(|e| bad(format!("not `static`, `stock`, a `.toml` manifest or a stored genome id: {e}")))?;
-            let bytes = store.get(&oid).map_err(|e| bad(e.to_string()))?;
-            load_genome(store, rt, &bytes).map_err(bad)?
-        }
-    };
-    g.specs(rt, store).map_err(bad)?;
-    Ok(g)
+/// An error with its causes, `outer: inner: ...`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
-/// Read a genome from its canonical bytes (names, groups, bands come from the components).
-pub fn load_genome(store: &Store, rt: &Runtime, bytes: &[u8]) -> Result<Genome, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not a genome: {e}"))?;
-    if v["format"] != "kiln-evolve-genome/1" {
-        return Err("not a kiln-evolve genome (format kiln-evolve-genome/1)".into());
-    }
-    let mut g = Genome {
-        system: v["system"].as_str().unwrap_or_default().into(),
-        deny: serde_json::from_value(v["deny"].clone()).unwrap_or_default(),
-        processors: vec![],
+/// The starting harness: `static` (the default prompt, no processors),
+/// `stock` (the default prompt and the stock processors with their default
+/// configs), a manifest file (resolved by the [`Workshop`]), or a stored
+/// harness found by [`crate::harness::find`]. It must load in the sandbox.
+fn start_harness(store: &Store, rt: &Runtime, forge: &Forge, start: &str) -> Result<Harness, EvolveError> {
+    let bad = |reason: String| EvolveError::Start { start: start.into(), reason };
+    let shop = Workshop::new(rt, store, forge.target_dir.clone());
+    let default_prompt = |entries: Vec<ProcessorEntry>| {
+        Harness::assemble(shop.probe.clone(), DEFAULT_SYSTEM.into(), ToolPolicy::default(), entries)
+            .map_err(|e| bad(error_chain(&e)))
     };
-    for p in v["processors"].as_array().cloned().unwrap_or_default() {
-        let component = p["component"].as_str().ok_or("a processor without a component")?.to_string();
-        let id: crate::store::ObjectId = component.parse().map_err(|e| format!("{e}"))?;
-        let loaded = rt.load(&store.get(&id).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        g.processors.push(genome::Part {
-            name: loaded.info.name.clone(),
-            group: loaded.info.group.clone(),
-            band: loaded.info.band,
-            component,
-            config: p["config"].clone(),
-            limits: if p["limits"].is_null() {
-                Default::default()
-            } else {
-                serde_json::from_value(p["limits"].clone()).map_err(|e| format!("limits: {e}"))?
-            },
-            policy: if p["policy"].is_null() {
-                Default::default()
-            } else {
-                serde_json::from_value(p["policy"].clone()).map_err(|e| format!("policy: {e}"))?
-            },
-        });
-    }
-    Ok(g)
+    let harness = match start {
+        "static" => default_prompt(vec![])?,
+        "stock" => {
+            let mut entries = Vec::new();
+            for name in STOCK {
+                let built = forge.stock(rt, name).map_err(|e| bad(format!("stock processor {name}: {e}")))?;
+                let component: ObjectId = built.component.parse().expect("a stored component's id parses");
+                entries.push(ProcessorEntry::new(component));
+            }
+            default_prompt(entries)?
+        }
+        path if path.ends_with(".toml") || Path::new(path).is_file() => {
+            shop.open(Path::new(path)).map_err(|e| bad(e.to_string()))?.harness
+        }
+        name => {
+            let id = crate::harness::find(store, name).map_err(|e| bad(error_chain(&e)))?;
+            shop.load(&id).map_err(|e| bad(error_chain(&e)))?
+        }
+    };
+    harness.processor_specs(rt, store).map_err(|e| bad(error_chain(&e)))?;
+    Ok(harness)
 }
 
 fn count_verdicts(records: &[CandidateRecord]) -> BTreeMap<String, usize> {
@@ -398,7 +404,7 @@ fn attributed(lab: &Lab, c: &Candidate, train: &[TaskResult], flipped: &[String]
                 .iter()
                 .filter(|e| match e {
                     Event::Call { report, .. } => {
-                        report.processor == a.name
+                        *report.processor == *a.name
                             && (!report.edits.is_empty()
                                 || !matches!(report.verdict, Some(crate::sandbox::Verdict::Pass)))
                     }
@@ -411,6 +417,112 @@ fn attributed(lab: &Lab, c: &Candidate, train: &[TaskResult], flipped: &[String]
     }
 }
 
+/// What one candidate's story comes to: its verdict (`shipped`, or the
+/// stage that ended it) and the reason in one line.
+fn verdict(c: &Candidate, review: &Review, gate: Option<&GateReport>) -> (String, String) {
+    if let Some((stage, reason)) = &c.failed {
+        return (stage.clone(), reason.clone());
+    }
+    if review.blocked {
+        let flags: Vec<String> =
+            review.flags.iter().filter(|f| f.blocks).map(|f| format!("{}: {}", f.rule, f.detail)).collect();
+        return ("critic".into(), flags.join("; "));
+    }
+    match gate {
+        Some(g) if g.passed => (
+            "shipped".into(),
+            format!("{} target flips, held-out {:?} -> {:?}", g.target_flips.len(), g.heldout_before, g.heldout_after),
+        ),
+        Some(g) => {
+            let at = g.failed_at.clone().unwrap_or_default();
+            let detail = g.checks.last().map(|c| c.detail.clone()).unwrap_or_default();
+            (format!("gate:{at}"), detail)
+        }
+        None => ("not-gated".into(), "an earlier-ranked candidate shipped".into()),
+    }
+}
+
+/// What a candidate gained, when the Gate measured it: train flips and the
+/// held-out change.
+fn gain(gate: Option<&GateReport>) -> Option<(usize, i64)> {
+    let g = gate.filter(|g| g.failed_at.as_deref() != Some("manifest"))?;
+    let train_gain = g.flips.len();
+    match (g.heldout_before, g.heldout_after) {
+        (Some(a), Some(b)) => Some((train_gain, b as i64 - a as i64)),
+        _ if !g.train.is_empty() => Some((train_gain, 0)),
+        _ => None,
+    }
+}
+
+/// What stays fixed for the whole run.
+struct Run<'a> {
+    cfg: EvolveConfig,
+    store: &'a Store,
+    reporter: &'a dyn Reporter,
+    stop: &'a AtomicBool,
+    began: Instant,
+    dir: PathBuf,
+    resumes: u64,
+    lab: Lab,
+    forge: Forge,
+    meta: Option<Arc<dyn Model>>,
+    counters: Arc<Counters>,
+    /// (task, seed) of the train batch and of the held-out tasks.
+    train_jobs: Vec<(String, u64)>,
+    test_jobs: Vec<(String, u64)>,
+    /// Every task id of the suite, train and held-out (the Critic's hard-coding check).
+    every_id: Vec<String>,
+    /// The starting harness's id (hex).
+    start_id: String,
+}
+
+/// What the rounds change.
+struct State {
+    incumbent: Harness,
+    led: Ledger,
+    /// Harness ids already proposed (hex), with the candidate that had them.
+    seen: BTreeMap<String, String>,
+    /// Rounds each train task failed in.
+    failures: BTreeMap<String, BTreeSet<u32>>,
+    /// Meta-model tokens still allowed.
+    meta_left: u64,
+    /// Idle rounds in a row.
+    idle: u32,
+    /// (round, seconds since the run began) at each round's end.
+    timing: Vec<(u32, f64)>,
+}
+
+/// The counters as a round began, to charge the round with what it spent.
+struct RoundStart {
+    round: u32,
+    rollouts: u64,
+    meta_left: u64,
+}
+
+/// The incumbent's results this round: the baseline every stage compares to.
+struct Baseline {
+    train: Vec<TaskResult>,
+    test: Vec<TaskResult>,
+}
+
+/// The round's candidates after the Critic: what the judge reads and the
+/// Gate tries.
+struct Reviewed {
+    candidates: Vec<Candidate>,
+    /// One review per candidate.
+    reviews: Vec<Review>,
+    /// Indices of the candidates let through, best first.
+    ranked: Vec<usize>,
+}
+
+/// What the Gate made of the ranked candidates.
+struct Gated {
+    /// Per candidate: its report and the rollouts it cost, when it was gated.
+    reports: Vec<Option<(GateReport, u64)>>,
+    /// The candidate that passed, if any.
+    shipped: Option<usize>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     store: &Store,
@@ -421,148 +533,276 @@ async fn execute(
     stop: &AtomicBool,
     resumes: u64,
 ) -> Result<Report, EvolveError> {
-    let began = Instant::now();
-    let dir = run_dir(store, &cfg.name);
-    let suite: Arc<dyn crate::env::Suite> =
-        Arc::from(crate::env::builtin(&cfg.env).ok_or_else(|| EvolveError::UnknownEnv(cfg.env.clone()))?);
-    let all_train = suite.tasks(Split::Train);
-    let all_test = suite.tasks(Split::Test);
-    let pick = |ids: &[String], idx: &[usize], split: &str| -> Result<Vec<String>, EvolveError> {
-        idx.iter()
-            .map(|&i| {
-                ids.get(i).cloned().ok_or(EvolveError::TaskIndex {
-                    env: cfg.env.clone(),
-                    split: split.into(),
-                    index: i,
-                    len: ids.len(),
-                })
-            })
-            .collect()
-    };
-    let train_ids = pick(&all_train, &cfg.train, "train")?;
-    let test_ids = pick(&all_test, &cfg.test, "test")?;
-    if test_ids.is_empty() && !cfg.allow_no_heldout {
-        return Err(EvolveError::NoHeldOut(cfg.env.clone()));
+    let (run, mut st) = Run::open(store, rt, cfg, paths, reporter, stop, resumes)?;
+    let mut status = "rounds".to_string();
+    for round in 1..=run.cfg.rounds {
+        if let Some(end) = run.round(&mut st, round).await? {
+            status = end;
+            break;
+        }
     }
-    let main = model(&cfg.model)?;
-    let meta = cfg.meta.as_deref().map(model).transpose()?;
-    let forge = Forge {
-        store: store.clone(),
-        target_dir: paths.target_dir.clone(),
-        guest_sdk: paths.guest_sdk.clone(),
-        processors: paths.processors.clone(),
-    };
-    let mut incumbent = start_genome(store, rt, &forge, &cfg.start)?;
-    let start_id = incumbent.id();
-    incumbent.save(store).map_err(|e| EvolveError::Ledger(e.to_string()))?;
-    let counters = Arc::new(Counters::default());
-    let lab = Lab {
-        rt: rt.clone(),
-        store: store.clone(),
-        suite: suite.clone(),
-        env_name: cfg.env.clone(),
-        model: main.clone(),
-        max_steps: cfg.max_steps,
-        jobs: 2,
-        counters: counters.clone(),
-    };
-    let train_jobs: Vec<(String, u64)> =
-        train_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
-    let test_jobs: Vec<(String, u64)> =
-        test_ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect();
-    let every_id: Vec<String> = all_train.iter().chain(&all_test).cloned().collect();
+    run.finish(st, status).await
+}
 
-    std::fs::create_dir_all(&dir).map_err(|e| EvolveError::Ledger(format!("cannot create {}: {e}", dir.display())))?;
-    let run_json = |status: &str| -> Vec<u8> {
-        let mut b = serde_json::to_vec_pretty(&serde_json::json!({ "format": "kiln-evolve-run/1", "config": cfg, "status": status, "resumes": resumes, "start": start_id })).expect("config serializes");
+impl<'a> Run<'a> {
+    /// Check the configuration, resolve the environment, the models and the
+    /// starting harness, and write `run.json` and the journal's header.
+    /// Nothing is written for a run that cannot start.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        store: &'a Store,
+        rt: &Runtime,
+        cfg: EvolveConfig,
+        paths: &Paths,
+        reporter: &'a dyn Reporter,
+        stop: &'a AtomicBool,
+        resumes: u64,
+    ) -> Result<(Run<'a>, State), EvolveError> {
+        let began = Instant::now();
+        let suite: Arc<dyn crate::env::Suite> =
+            Arc::from(crate::env::builtin(&cfg.env).ok_or_else(|| EvolveError::UnknownEnv(cfg.env.clone()))?);
+        let all_train = suite.tasks(Split::Train);
+        let all_test = suite.tasks(Split::Test);
+        let pick = |ids: &[String], idx: &[usize], split: &str| -> Result<Vec<String>, EvolveError> {
+            idx.iter()
+                .map(|&i| {
+                    ids.get(i).cloned().ok_or(EvolveError::TaskIndex {
+                        env: cfg.env.clone(),
+                        split: split.into(),
+                        index: i,
+                        len: ids.len(),
+                    })
+                })
+                .collect()
+        };
+        let train_ids = pick(&all_train, &cfg.train, "train")?;
+        let test_ids = pick(&all_test, &cfg.test, "test")?;
+        if test_ids.is_empty() && !cfg.allow_no_heldout {
+            return Err(EvolveError::NoHeldOut(cfg.env.clone()));
+        }
+        let main = model(&cfg.model)?;
+        let meta = cfg.meta.as_deref().map(model).transpose()?;
+        let forge = Forge {
+            store: store.clone(),
+            target_dir: paths.target_dir.clone(),
+            guest_sdk: paths.guest_sdk.clone(),
+            processors: paths.processors.clone(),
+        };
+        let incumbent = start_harness(store, rt, &forge, &cfg.start)?;
+        let start_id = incumbent.id().to_hex();
+        let counters = Arc::new(Counters::default());
+        let lab = Lab {
+            rt: rt.clone(),
+            store: store.clone(),
+            suite: suite.clone(),
+            env_name: cfg.env.clone(),
+            model: main,
+            max_steps: cfg.max_steps,
+            jobs: 2,
+            counters: counters.clone(),
+        };
+        let jobs = |ids: &[String]| -> Vec<(String, u64)> {
+            ids.iter().flat_map(|t| cfg.seeds.iter().map(move |s| (t.clone(), *s))).collect()
+        };
+        let (train_jobs, test_jobs) = (jobs(&train_ids), jobs(&test_ids));
+        let every_id: Vec<String> = all_train.iter().chain(&all_test).cloned().collect();
+        let dir = run_dir(store, &cfg.name);
+        let run = Run {
+            store,
+            reporter,
+            stop,
+            began,
+            dir,
+            resumes,
+            lab,
+            forge,
+            meta,
+            counters,
+            train_jobs,
+            test_jobs,
+            every_id,
+            start_id,
+            cfg,
+        };
+
+        let cfg = &run.cfg;
+        std::fs::create_dir_all(&run.dir)
+            .map_err(|e| EvolveError::Ledger(format!("cannot create {}: {e}", run.dir.display())))?;
+        let run_json = run.dir.join("run.json");
+        std::fs::write(&run_json, run.run_json("running"))
+            .map_err(|e| EvolveError::Ledger(format!("cannot write {}: {e}", run_json.display())))?;
+        incumbent
+            .save(store, Some(&incumbent_name(&cfg.name)))
+            .map_err(|e| EvolveError::Ledger(format!("cannot store the starting harness: {}", error_chain(&e))))?;
+        let led = Ledger {
+            journal: format!(
+                "# Evolution `{}`\n\nenv {} · start {} ({}) · model {} · meta {} · train {} tasks × seeds {:?} · held-out {} tasks · T={} P={} K={} k={} alpha={}\n",
+                cfg.name,
+                cfg.env,
+                cfg.start,
+                &run.start_id[..12],
+                cfg.model,
+                cfg.meta.as_deref().unwrap_or("none (offline planner)"),
+                train_ids.len(),
+                cfg.seeds,
+                test_ids.len(),
+                cfg.rounds,
+                cfg.patience,
+                cfg.candidates,
+                cfg.gate_seeds,
+                cfg.alpha
+            ),
+            ..Ledger::default()
+        };
+        let state = State {
+            seen: BTreeMap::from([(run.start_id.clone(), "the starting harness".to_string())]),
+            incumbent,
+            led,
+            failures: BTreeMap::new(),
+            meta_left: cfg.meta_tokens,
+            idle: 0,
+            timing: Vec::new(),
+        };
+        Ok((run, state))
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn rollouts(&self) -> u64 {
+        self.counters.rollouts.load(Ordering::Relaxed)
+    }
+
+    fn stage(&self, round: u32, stage: &str, detail: String) {
+        self.reporter.report(&Progress::Stage { round, stage: stage.into(), detail });
+    }
+
+    /// Solved held-out tasks, or `None` when the run has no held-out split.
+    fn heldout(&self, rows: &[TaskResult]) -> Option<usize> {
+        (!self.test_jobs.is_empty()).then(|| rows.iter().filter(|r| r.success).count())
+    }
+
+    fn run_json(&self, status: &str) -> Vec<u8> {
+        let v = serde_json::json!({ "format": "kiln-evolve-run/1", "config": self.cfg, "status": status, "resumes": self.resumes, "start": self.start_id });
+        let mut b = serde_json::to_vec_pretty(&v).expect("config serializes");
         b.push(b'\n');
         b
-    };
-    std::fs::write(dir.join("run.json"), run_json("running"))
-        .map_err(|e| EvolveError::Ledger(format!("cannot write {}: {e}", dir.join("run.json").display())))?;
+    }
 
-    let mut led = Ledger::default();
-    led.journal = format!(
-        "# Evolution `{}`\n\nenv {} · start {} ({}) · model {} · meta {} · train {} tasks × seeds {:?} · held-out {} tasks · T={} P={} K={} k={} alpha={}\n",
-        cfg.name,
-        cfg.env,
-        cfg.start,
-        &start_id[..12],
-        cfg.model,
-        cfg.meta.as_deref().unwrap_or("none (offline planner)"),
-        train_ids.len(),
-        cfg.seeds,
-        test_ids.len(),
-        cfg.rounds,
-        cfg.patience,
-        cfg.candidates,
-        cfg.gate_seeds,
-        cfg.alpha
-    );
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    seen.insert(incumbent.id(), "the starting harness".into());
-    let mut failures: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-    let mut meta_left = cfg.meta_tokens;
-    let mut idle = 0u32;
-    let mut status = "rounds".to_string();
-    let mut timing: Vec<(u32, f64)> = Vec::new();
-    let write = |led: &Ledger, status: &str, timing: &[(u32, f64)]| -> Result<(), EvolveError> {
-        let t = serde_json::to_vec_pretty(&serde_json::json!({ "wall_secs": began.elapsed().as_secs_f64(), "round_end_secs": timing, "computed_rollouts": counters.computed.load(Ordering::Relaxed) })).expect("timing serializes");
-        led.write(&dir, store, &cfg.name, &[("run.json", run_json(status)), ("timing.json", t)])
+    /// Write every ledger, `run.json` with `status`, and `timing.json`.
+    fn write(&self, st: &State, status: &str) -> Result<(), EvolveError> {
+        let timing = serde_json::json!({ "wall_secs": self.began.elapsed().as_secs_f64(), "round_end_secs": st.timing, "computed_rollouts": self.counters.computed.load(Ordering::Relaxed) });
+        let timing = serde_json::to_vec_pretty(&timing).expect("timing serializes");
+        st.led
+            .write(
+                &self.dir,
+                self.store,
+                &self.cfg.name,
+                &[("run.json", self.run_json(status)), ("timing.json", timing)],
+            )
             .map_err(EvolveError::Ledger)
-    };
-    let heldout =
-        |rows: &[TaskResult]| if test_jobs.is_empty() { None } else { Some(rows.iter().filter(|r| r.success).count()) };
+    }
 
-    for round in 1..=cfg.rounds {
-        if stop.load(Ordering::Relaxed) {
-            status = "interrupted".into();
-            break;
+    /// One round, stage by stage. `Some(status)` ends the run.
+    async fn round(&self, st: &mut State, round: u32) -> Result<Option<String>, EvolveError> {
+        if let Some(status) = self.out_of_budget() {
+            return Ok(Some(status));
         }
-        if cfg.wall_secs > 0 && began.elapsed().as_secs() >= cfg.wall_secs {
-            status = "budget: wall time".into();
-            break;
+        let start = RoundStart { round, rollouts: self.rollouts(), meta_left: st.meta_left };
+        let base = self.run_incumbent(st, round).await?;
+        let (digest, mut row) = self.digest(st, round, &base)?;
+        if digest.actionability < self.cfg.alpha {
+            let why = format!("nothing actionable (a = {:.3} < alpha = {})", digest.actionability, self.cfg.alpha);
+            return self.end_round(st, &start, row, Some(why));
         }
-        if cfg.max_rollouts > 0 && counters.rollouts.load(Ordering::Relaxed) >= cfg.max_rollouts {
-            status = "budget: rollouts".into();
-            break;
+        let landscape = self.plan(st, round, &digest);
+        let candidates = self.propose(st, round, &digest, &base, &landscape).await;
+        if self.stopped() {
+            return Ok(Some("interrupted".into()));
         }
-        let rollouts_at_start = counters.rollouts.load(Ordering::Relaxed);
-        let meta_at_start = meta_left;
-        let train = lab.run(&incumbent, &train_jobs).await.map_err(EvolveError::Rollout)?;
-        let test = lab.run(&incumbent, &test_jobs).await.map_err(EvolveError::Rollout)?;
+        row.proposed = candidates.len();
+        if candidates.is_empty() {
+            let why = if landscape.directions.is_empty() {
+                "the landscape has no direction to try"
+            } else {
+                "the Evolver made no candidate"
+            };
+            return self.end_round(st, &start, row, Some(why.into()));
+        }
+        let reviewed = self.criticize(st, round, &digest, &base, candidates);
+        let Reviewed { candidates, reviews, ranked } = self.judge(st, round, &digest, &base, reviewed).await;
+        let gated = self.gate(st, round, &base, &candidates, &ranked).await;
+        if self.stopped() && gated.shipped.is_none() {
+            return Ok(Some("interrupted".into()));
+        }
+        self.record(st, round, &candidates, &reviews, &gated);
+        match gated.shipped {
+            Some(i) => {
+                let (report, _) = gated.reports[i].as_ref().expect("a shipped candidate was gated");
+                row.shipped = Some(self.ship(st, round, &base, &candidates[i], report)?);
+                self.end_round(st, &start, row, None)
+            }
+            None => self.end_round(st, &start, row, Some("no candidate passed the gate".into())),
+        }
+    }
+
+    /// Why the run must stop before another round, if it must.
+    fn out_of_budget(&self) -> Option<String> {
+        if self.stopped() {
+            Some("interrupted".into())
+        } else if self.cfg.wall_secs > 0 && self.began.elapsed().as_secs() >= self.cfg.wall_secs {
+            Some("budget: wall time".into())
+        } else if self.cfg.max_rollouts > 0 && self.rollouts() >= self.cfg.max_rollouts {
+            Some("budget: rollouts".into())
+        } else {
+            None
+        }
+    }
+
+    /// Stage 0: run the incumbent on the train batch and the held-out tasks;
+    /// record the curve point.
+    async fn run_incumbent(&self, st: &mut State, round: u32) -> Result<Baseline, EvolveError> {
+        let train = self.lab.run(&st.incumbent, &self.train_jobs).await.map_err(EvolveError::Rollout)?;
+        let test = self.lab.run(&st.incumbent, &self.test_jobs).await.map_err(EvolveError::Rollout)?;
         let train_solved = train.iter().filter(|r| r.success).count();
-        led.curves.push(Point {
+        let id = st.incumbent.id().to_hex();
+        st.led.curves.push(Point {
             round,
-            harness: incumbent.id(),
+            harness: id.clone(),
             train_solved,
             train_total: train.len(),
-            heldout_solved: heldout(&test),
+            heldout_solved: self.heldout(&test),
             heldout_total: test.len(),
         });
-        reporter.report(&Progress::Round {
+        self.reporter.report(&Progress::Round {
             round,
             train_solved,
             train_total: train.len(),
-            heldout_solved: heldout(&test),
+            heldout_solved: self.heldout(&test),
         });
-        led.journal.push_str(&format!(
+        st.led.journal.push_str(&format!(
             "\n## Round {round}\n\nincumbent {} solves {train_solved}/{} train, {} held-out\n",
-            &incumbent.id()[..12],
+            &id[..12],
             train.len(),
-            heldout(&test).map(|h| format!("{h}/{}", test.len())).unwrap_or_else(|| "no".into())
+            self.heldout(&test).map(|h| format!("{h}/{}", test.len())).unwrap_or_else(|| "no".into())
         ));
+        Ok(Baseline { train, test })
+    }
 
-        // Digest.
-        reporter.report(&Progress::Stage { round, stage: "digest".into(), detail: format!("{} traces", train.len()) });
-        let digests = train
+    /// Stage 1: digest every train trace, update the task history, and open
+    /// the round's row.
+    fn digest(&self, st: &mut State, round: u32, base: &Baseline) -> Result<(Digest, RoundRow), EvolveError> {
+        self.stage(round, "digest", format!("{} traces", base.train.len()));
+        let digests = base
+            .train
             .iter()
-            .map(|r| lab.events(&r.trace).map(|e| digest_task(r, &e)))
+            .map(|r| self.lab.events(&r.trace).map(|e| digest_task(r, &e)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(EvolveError::Rollout)?;
         let digest = aggregate(digests);
         for t in &digest.tasks {
-            led.history.entry(t.task.clone()).or_default().push(Outcome {
+            st.led.history.entry(t.task.clone()).or_default().push(Outcome {
                 round,
                 seed: t.seed,
                 success: t.success,
@@ -571,15 +811,15 @@ async fn execute(
                 trace: t.trace.clone(),
             });
             if !t.success {
-                failures.entry(t.task.clone()).or_default().insert(round);
+                st.failures.entry(t.task.clone()).or_default().insert(round);
             }
         }
-        led.round_files.push((
+        st.led.round_files.push((
             round,
             "digest.json".into(),
             serde_json::to_vec_pretty(&digest).expect("digest serializes"),
         ));
-        let mut row = RoundRow {
+        let row = RoundRow {
             round,
             actionability: digest.actionability,
             themes: digest.themes.iter().map(|t| (t.category.name().to_string(), t.count)).collect(),
@@ -589,373 +829,370 @@ async fn execute(
             rollouts: 0,
             meta_tokens: 0,
         };
-        led.journal.push_str(&format!(
+        st.led.journal.push_str(&format!(
             "digest: actionability {:.3}; themes {}\n",
             digest.actionability,
             row.themes.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
         ));
+        Ok((digest, row))
+    }
 
-        let finish_round =
-            |led: &mut Ledger, mut row: RoundRow, idle_reason: Option<String>, counters: &Counters, meta_left: u64| {
-                if let Some(r) = &idle_reason {
-                    reporter.report(&Progress::Idle { round, reason: r.clone() });
-                    led.journal.push_str(&format!("idle: {r}\n"));
-                }
-                row.idle = idle_reason;
-                row.rollouts = counters.rollouts.load(Ordering::Relaxed) - rollouts_at_start;
-                row.meta_tokens = meta_at_start - meta_left;
-                led.rounds.push(row);
-            };
+    /// Stage 2: the Planner's landscape and directions.
+    fn plan(&self, st: &mut State, round: u32, digest: &Digest) -> Landscape {
+        self.stage(round, "plan", format!("{} themes", digest.themes.len()));
+        let regressions = st.led.caught.clone();
+        let history = History {
+            levers: &st.led.levers,
+            failures: &st.failures,
+            regressions: &regressions,
+            concerns: &st.led.concerns,
+        };
+        let landscape = plan::plan(digest, &st.incumbent, &history, self.meta.is_some());
+        st.led.round_files.push((round, "landscape.md".into(), landscape.markdown(round).into_bytes()));
+        landscape
+    }
 
-        if digest.actionability < cfg.alpha {
-            finish_round(
-                &mut led,
-                row,
-                Some(format!("nothing actionable (a = {:.3} < alpha = {})", digest.actionability, cfg.alpha)),
-                &counters,
-                meta_left,
-            );
-            idle += 1;
-            timing.push((round, began.elapsed().as_secs_f64()));
-            write(&led, "running", &timing)?;
-            if idle >= cfg.patience {
-                status = "patience".into();
-                break;
-            }
-            continue;
-        }
-
-        // Plan.
-        reporter.report(&Progress::Stage {
-            round,
-            stage: "plan".into(),
-            detail: format!("{} themes", digest.themes.len()),
-        });
-        let regressions: Vec<String> = led.caught.clone();
-        let landscape = plan::plan(
-            &digest,
-            &incumbent,
-            &History { levers: &led.levers, failures: &failures, regressions: &regressions, concerns: &led.concerns },
-            meta.is_some(),
-        );
-        led.round_files.push((round, "landscape.md".into(), landscape.markdown(round).into_bytes()));
-
-        // Evolve.
+    /// Stage 3: the Evolver makes up to K candidates, following the
+    /// directions in order.
+    async fn propose(
+        &self,
+        st: &mut State,
+        round: u32,
+        digest: &Digest,
+        base: &Baseline,
+        landscape: &Landscape,
+    ) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = Vec::new();
-        {
-            let mut bench = Workbench {
-                lab: &lab,
-                forge: &forge,
-                meta: meta.as_deref(),
-                repairs: cfg.repairs,
-                meta_tokens_left: meta_left,
-                digest: &digest,
-                results: &train,
-                incumbent: &incumbent,
-                round,
-                tried: &seen,
-                skipped: vec![],
-            };
-            for d in &landscape.directions {
-                if candidates.len() as u32 >= cfg.candidates || stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                reporter.report(&Progress::Stage {
-                    round,
-                    stage: "evolve".into(),
-                    detail: format!("{} via {}", d.theme.name(), d.lever),
-                });
-                if let Some(c) = bench.propose(d, candidates.len()).await {
-                    candidates.push(c);
-                }
-            }
-            meta_left = bench.meta_tokens_left;
-            if !bench.skipped.is_empty() {
-                led.journal.push_str(&format!("skipped, already tried: {}\n", bench.skipped.join(", ")));
-            }
-        }
-        if stop.load(Ordering::Relaxed) {
-            status = "interrupted".into();
-            break;
-        }
-        row.proposed = candidates.len();
-        if candidates.is_empty() {
-            let reason = if landscape.directions.is_empty() {
-                "the landscape has no direction to try"
-            } else {
-                "the Evolver made no candidate"
-            };
-            finish_round(&mut led, row, Some(reason.into()), &counters, meta_left);
-            idle += 1;
-            timing.push((round, began.elapsed().as_secs_f64()));
-            write(&led, "running", &timing)?;
-            if idle >= cfg.patience {
-                status = "patience".into();
+        let mut bench = Workbench {
+            lab: &self.lab,
+            forge: &self.forge,
+            meta: self.meta.as_deref(),
+            repairs: self.cfg.repairs,
+            meta_tokens_left: st.meta_left,
+            digest,
+            results: &base.train,
+            incumbent: &st.incumbent,
+            round,
+            tried: &st.seen,
+            skipped: vec![],
+        };
+        for d in &landscape.directions {
+            if candidates.len() as u32 >= self.cfg.candidates || self.stopped() {
                 break;
             }
-            continue;
+            self.stage(round, "evolve", format!("{} via {}", d.theme.name(), d.lever));
+            if let Some(c) = bench.propose(d, candidates.len()).await {
+                candidates.push(c);
+            }
         }
+        let (meta_left, skipped) = (bench.meta_tokens_left, bench.skipped);
+        st.meta_left = meta_left;
+        if !skipped.is_empty() {
+            st.led.journal.push_str(&format!("skipped, already tried: {}\n", skipped.join(", ")));
+        }
+        candidates
+    }
 
-        // Critic.
-        reporter.report(&Progress::Stage {
-            round,
-            stage: "critic".into(),
-            detail: format!("{} candidates", candidates.len()),
-        });
-        let incumbent_id = incumbent.id();
+    /// Stage 4: the Critic reviews every candidate and ranks the ones it
+    /// lets through.
+    fn criticize(
+        &self,
+        st: &mut State,
+        round: u32,
+        digest: &Digest,
+        base: &Baseline,
+        candidates: Vec<Candidate>,
+    ) -> Reviewed {
+        self.stage(round, "critic", format!("{} candidates", candidates.len()));
+        let incumbent = st.incumbent.id().to_hex();
         let cx = critic::Context {
-            lab: &lab,
-            digest: &digest,
-            results: &train,
-            task_ids: &every_id,
-            seen: &seen,
-            levers: &led.levers,
+            lab: &self.lab,
+            digest,
+            results: &base.train,
+            task_ids: &self.every_id,
+            seen: &st.seen,
+            levers: &st.led.levers,
             round,
-            incumbent: &incumbent_id,
-            present: incumbent.processors.iter().map(|p| p.name.clone()).collect(),
+            incumbent: &incumbent,
+            present: st.incumbent.processors().iter().map(|p| p.name().to_string()).collect(),
         };
         let (reviews, concerns) = critic::review(&cx, &candidates);
-        for c in &concerns {
-            if !led.concerns.contains(c) {
-                led.concerns.push(c.clone());
+        for c in concerns {
+            if !st.led.concerns.contains(&c) {
+                st.led.concerns.push(c);
             }
         }
+        let mut ranked: Vec<usize> = (0..candidates.len()).filter(|&i| reviews[i].rank.is_some()).collect();
+        ranked.sort_by_key(|&i| reviews[i].rank);
+        Reviewed { candidates, reviews, ranked }
+    }
 
-        // Gate, in rank order; the first to pass ships.
-        let mut order: Vec<usize> = (0..candidates.len()).filter(|&i| reviews[i].rank.is_some()).collect();
-        order.sort_by_key(|&i| reviews[i].rank);
-        let mut gates: Vec<Option<(GateReport, u64)>> = vec![None; candidates.len()];
-        let mut shipped: Option<usize> = None;
-        for &i in &order {
-            if stop.load(Ordering::Relaxed) {
+    /// **The judge's place**, between the deterministic Critic and the Gate.
+    ///
+    /// `reviewed.ranked` holds the indices of the candidates the Critic let
+    /// through, best first; the Gate tries them in the order this returns,
+    /// and only those. A `judge` model ([`judge`]) plugs in here: it may add
+    /// its written review to `reviews[i].flags` (and set `blocked` to take a
+    /// candidate out: the ledgers then record the Critic's verdict with the
+    /// judge's flag as the reason), ask for one revision per candidate (a
+    /// [`Workbench`] built from `st`, `digest` and `base` makes it; it
+    /// replaces `candidates[i]`, and should be smoke-tested and reviewed
+    /// again), or reorder. Meta-model tokens it spends come off
+    /// `st.meta_left`, so the round's cost row counts them. Without a judge
+    /// the Critic's ranking goes through unchanged.
+    async fn judge(
+        &self,
+        _st: &mut State,
+        _round: u32,
+        _digest: &Digest,
+        _base: &Baseline,
+        reviewed: Reviewed,
+    ) -> Reviewed {
+        reviewed
+    }
+
+    /// Stage 5: the Gate, in rank order; the first candidate to pass ships
+    /// and the rest are not gated.
+    async fn gate(&self, st: &State, round: u32, base: &Baseline, candidates: &[Candidate], ranked: &[usize]) -> Gated {
+        let mut gated = Gated { reports: vec![None; candidates.len()], shipped: None };
+        for &i in ranked {
+            if self.stopped() {
                 break;
             }
-            reporter.report(&Progress::Stage {
-                round,
-                stage: "gate".into(),
-                detail: candidates[i].manifest.candidate_id.clone(),
-            });
-            let before = counters.rollouts.load(Ordering::Relaxed);
+            self.stage(round, "gate", candidates[i].manifest.candidate_id.clone());
+            let before = self.rollouts();
             let bench = Bench {
-                lab: &lab,
-                incumbent: &incumbent,
-                train: &train,
-                test: (!test_jobs.is_empty()).then_some(&test[..]),
-                gate_seeds: cfg.gate_seeds,
+                lab: &self.lab,
+                incumbent: &st.incumbent,
+                train: &base.train,
+                test: (!self.test_jobs.is_empty()).then_some(&base.test[..]),
+                gate_seeds: self.cfg.gate_seeds,
             };
             let report = gate::gate(&bench, &candidates[i]).await;
-            let spent = counters.rollouts.load(Ordering::Relaxed) - before;
             let passed = report.passed;
-            gates[i] = Some((report, spent));
+            gated.reports[i] = Some((report, self.rollouts() - before));
             if passed {
-                shipped = Some(i);
+                gated.shipped = Some(i);
                 break;
             }
         }
-        if stop.load(Ordering::Relaxed) && shipped.is_none() {
-            status = "interrupted".into();
-            break;
-        }
+        gated
+    }
 
-        // Record every candidate.
+    /// Record every candidate of the round in the ledgers: its verdict and
+    /// reason, the regressions the Gate caught, its lever's record, its cost
+    /// and gain.
+    fn record(&self, st: &mut State, round: u32, candidates: &[Candidate], reviews: &[Review], gated: &Gated) {
         for (i, c) in candidates.iter().enumerate() {
-            let review: Review = reviews[i].clone();
-            let (gate, spent) = match &gates[i] {
+            let (gate, spent) = match &gated.reports[i] {
                 Some((g, s)) => (Some(g.clone()), *s),
                 None => (None, 0),
             };
-            let (verdict, reason) = if let Some((stage, reason)) = &c.failed {
-                (stage.clone(), reason.clone())
-            } else if review.blocked {
-                (
-                    "critic".to_string(),
-                    review
-                        .flags
-                        .iter()
-                        .filter(|f| f.blocks)
-                        .map(|f| format!("{}: {}", f.rule, f.detail))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            } else if let Some(g) = &gate {
-                if g.passed {
-                    (
-                        "shipped".to_string(),
-                        format!(
-                            "{} target flips, held-out {:?} -> {:?}",
-                            g.target_flips.len(),
-                            g.heldout_before,
-                            g.heldout_after
-                        ),
-                    )
-                } else {
-                    let at = g.failed_at.clone().unwrap_or_default();
-                    let detail = g.checks.last().map(|c| c.detail.clone()).unwrap_or_default();
-                    (format!("gate:{at}"), detail)
-                }
-            } else {
-                ("not-gated".to_string(), "an earlier-ranked candidate shipped".to_string())
-            };
+            let review = reviews[i].clone();
+            let (verdict, reason) = verdict(c, &review, gate.as_ref());
+            let m = &c.manifest;
             if let Some(g) = &gate {
                 for r in &g.regressions {
-                    led.caught.push(format!("R{round} {} ({}): {r}", c.manifest.candidate_id, c.manifest.lever));
+                    st.led.caught.push(format!("R{round} {} ({}): {r}", m.candidate_id, m.lever));
                 }
             }
-            let gain = gate.as_ref().filter(|g| g.failed_at.as_deref() != Some("manifest")).and_then(|g| {
-                let train_gain = g.flips.len();
-                match (g.heldout_before, g.heldout_after) {
-                    (Some(a), Some(b)) => Some((train_gain, b as i64 - a as i64)),
-                    _ if !g.train.is_empty() => Some((train_gain, 0)),
-                    _ => None,
-                }
-            });
-            reporter.report(&Progress::Candidate {
+            self.reporter.report(&Progress::Candidate {
                 round,
-                id: c.manifest.candidate_id.clone(),
-                lever: c.manifest.lever.clone(),
+                id: m.candidate_id.clone(),
+                lever: m.lever.clone(),
                 verdict: verdict.clone(),
                 reason: reason.clone(),
             });
-            led.journal.push_str(&format!(
+            st.led.journal.push_str(&format!(
                 "- {} {} [{}/{}] {}: **{verdict}** — {reason}\n",
-                c.manifest.candidate_id,
-                c.manifest.lever,
-                c.manifest.bucket.name(),
-                c.manifest.dimension,
-                c.manifest.edit.describe()
+                m.candidate_id,
+                m.lever,
+                m.bucket.name(),
+                m.dimension,
+                m.describe_edit()
             ));
-            let stats = led.levers.entry(c.manifest.lever.clone()).or_insert_with(|| LeverStats {
-                bucket: Some(c.manifest.bucket),
-                dimension: c.manifest.dimension.clone(),
+            let stats = st.led.levers.entry(m.lever.clone()).or_insert_with(|| LeverStats {
+                bucket: Some(m.bucket),
+                dimension: m.dimension.clone(),
                 ..Default::default()
             });
             stats.proposed += 1;
             if verdict == "shipped" {
                 let g = gate.as_ref().expect("shipped candidates were gated");
                 stats.shipped += 1;
-                stats.predicted += c.manifest.predicted_impact.tasks_will_unlock.len() as u32;
+                stats.predicted += m.predicted_impact.tasks_will_unlock.len() as u32;
                 stats.flipped += g.target_flips.len() as u32;
                 stats.ship_rounds.push(round);
             } else if verdict != "not-gated" {
                 stats.rejected += 1;
             }
-            if !c.manifest.harness.is_empty() {
-                seen.entry(c.manifest.harness.clone()).or_insert_with(|| c.manifest.candidate_id.clone());
+            if !m.harness.is_empty() {
+                st.seen.entry(m.harness.clone()).or_insert_with(|| m.candidate_id.clone());
             }
-            led.candidates.push(CandidateRecord {
+            st.led.candidates.push(CandidateRecord {
                 round,
-                manifest: c.manifest.clone(),
+                manifest: m.clone(),
                 build: c.build.clone(),
                 smoke: c.smoke.clone(),
+                gain: gain(gate.as_ref()),
                 review,
                 gate,
                 verdict,
                 reason,
                 cost: Cost { rollouts: spent, compile_attempts: c.build.attempts, meta_tokens: c.build.meta_tokens },
-                gain,
             });
         }
-
-        match shipped {
-            Some(i) => {
-                let c = &candidates[i];
-                let (g, _) = gates[i].clone().expect("gated");
-                let new = c.genome.clone().expect("a shipped candidate has a harness");
-                // Regressions let through: solved by the old incumbent on a batch seed, lost now.
-                for (a, b) in train.iter().zip(&g.train) {
-                    if a.success && !b.success {
-                        led.let_through.push(format!("R{round} {}: {}@{}", c.manifest.candidate_id, a.task, a.seed));
-                    }
-                }
-                let predicted = c.manifest.predicted_impact.tasks_will_unlock.clone();
-                let hit = g.target_flips.len() as f64 / predicted.len().max(1) as f64;
-                led.ships.push(Ship {
-                    round,
-                    candidate: c.manifest.candidate_id.clone(),
-                    lever: c.manifest.lever.clone(),
-                    bucket: c.manifest.bucket.name().into(),
-                    dimension: c.manifest.dimension.clone(),
-                    edit: c.manifest.edit.describe(),
-                    parent: incumbent.id(),
-                    harness: new.id(),
-                    predicted,
-                    flipped: g.flips.clone(),
-                    hit_rate: (hit * 1e4).round() / 1e4,
-                    attributed: attributed(&lab, c, &g.train, &g.target_flips),
-                    heldout_before: g.heldout_before,
-                    heldout_after: g.heldout_after,
-                });
-                new.save(store).map_err(|e| EvolveError::Ledger(e.to_string()))?;
-                reporter.report(&Progress::Shipped {
-                    round,
-                    id: c.manifest.candidate_id.clone(),
-                    harness: new.id(),
-                    flips: g.flips.len(),
-                });
-                led.journal.push_str(&format!("shipped {} -> harness {}\n", c.manifest.candidate_id, &new.id()[..12]));
-                row.shipped = Some(c.manifest.candidate_id.clone());
-                incumbent = new;
-                idle = 0;
-                finish_round(&mut led, row, None, &counters, meta_left);
-            }
-            None => {
-                idle += 1;
-                finish_round(&mut led, row, Some("no candidate passed the gate".into()), &counters, meta_left);
-            }
-        }
-        timing.push((round, began.elapsed().as_secs_f64()));
-        write(&led, "running", &timing)?;
-        if idle >= cfg.patience {
-            status = "patience".into();
-            break;
-        }
     }
 
-    // The final harness, measured on the same batches.
-    if status != "interrupted" {
-        let train = lab.run(&incumbent, &train_jobs).await.map_err(EvolveError::Rollout)?;
-        let test = lab.run(&incumbent, &test_jobs).await.map_err(EvolveError::Rollout)?;
-        led.final_point = Some(Point {
-            round: led.rounds.len() as u32 + 1,
-            harness: incumbent.id(),
-            train_solved: train.iter().filter(|r| r.success).count(),
-            train_total: train.len(),
-            heldout_solved: heldout(&test),
-            heldout_total: test.len(),
-        });
-        led.journal.push_str(&format!("\n## End ({status})\n\nfinal harness {}\n", &incumbent.id()[..12]));
-    }
-    write(&led, &status, &timing)?;
-    reporter.report(&Progress::Finished { status: status.clone() });
-    let tally = count_verdicts(&led.candidates);
-    Ok(Report {
-        name: cfg.name.clone(),
-        status,
-        dir,
-        start: start_id,
-        harness: incumbent.id(),
-        heldout_before: led.curves.first().and_then(|p| p.heldout_solved),
-        heldout_after: led.final_point.as_ref().and_then(|p| p.heldout_solved),
-        heldout_total: test_jobs.len(),
-        train_curve: led
-            .curves
+    /// Ship candidate `c`: record the edit with predicted vs actual flips
+    /// and any regression let through, store the new harness with its
+    /// lineage (the reason being the candidate's ledger record), move the
+    /// incumbent ref, and make it the incumbent. Returns the candidate id.
+    fn ship(
+        &self,
+        st: &mut State,
+        round: u32,
+        base: &Baseline,
+        c: &Candidate,
+        g: &GateReport,
+    ) -> Result<String, EvolveError> {
+        let m = &c.manifest;
+        let new = c.harness.clone().expect("a shipped candidate has a harness");
+        // Regressions let through: solved by the old incumbent on a batch seed, lost now.
+        for (a, b) in base.train.iter().zip(&g.train) {
+            if a.success && !b.success {
+                st.led.let_through.push(format!("R{round} {}: {}@{}", m.candidate_id, a.task, a.seed));
+            }
+        }
+        let record = st
+            .led
+            .candidates
             .iter()
-            .map(|p| (p.round, p.train_solved))
-            .chain(led.final_point.iter().map(|p| (p.round, p.train_solved)))
-            .collect(),
-        train_total: train_jobs.len(),
-        let_through: led.let_through.len(),
-        tally,
-        rounds: led.rounds.clone(),
-        ships: led.ships.clone(),
-        wall_secs: began.elapsed().as_secs_f64(),
-        computed_rollouts: counters.computed.load(Ordering::Relaxed),
-    })
+            .rev()
+            .find(|r| r.round == round && r.manifest.candidate_id == m.candidate_id)
+            .expect("the shipped candidate was recorded");
+        let why = serde_json::json!({ "format": "kiln-evolve-ship/1", "run": self.cfg.name, "round": round, "candidate": record });
+        let stored = |e: String| EvolveError::Ledger(format!("cannot store shipped harness {}: {e}", &m.harness[..12]));
+        let reason =
+            self.store.put(&serde_json::to_vec(&why).expect("record serializes")).map_err(|e| stored(e.to_string()))?;
+        let new = new.with_reason(reason);
+        new.save(self.store, Some(&incumbent_name(&self.cfg.name))).map_err(|e| stored(error_chain(&e)))?;
+        let predicted = m.predicted_impact.tasks_will_unlock.clone();
+        let hit = g.target_flips.len() as f64 / predicted.len().max(1) as f64;
+        let new_id = new.id().to_hex();
+        st.led.ships.push(Ship {
+            round,
+            candidate: m.candidate_id.clone(),
+            lever: m.lever.clone(),
+            bucket: m.bucket.name().into(),
+            dimension: m.dimension.clone(),
+            edit: m.describe_edit(),
+            parent: st.incumbent.id().to_hex(),
+            harness: new_id.clone(),
+            record: reason.to_hex(),
+            predicted,
+            flipped: g.flips.clone(),
+            hit_rate: (hit * 1e4).round() / 1e4,
+            attributed: attributed(&self.lab, c, &g.train, &g.target_flips),
+            heldout_before: g.heldout_before,
+            heldout_after: g.heldout_after,
+        });
+        self.reporter.report(&Progress::Shipped {
+            round,
+            id: m.candidate_id.clone(),
+            harness: new_id.clone(),
+            flips: g.flips.len(),
+        });
+        st.led.journal.push_str(&format!("shipped {} -> harness {}\n", m.candidate_id, &new_id[..12]));
+        st.incumbent = new;
+        Ok(m.candidate_id.clone())
+    }
+
+    /// Close a round, idle (`idle` says why) or not: report and journal why
+    /// it was idle, charge the row with the rollouts and meta tokens the
+    /// round spent, count idle rounds in a row, note the time, and write
+    /// the ledgers. `Some("patience")` when the idle rounds in a row reach
+    /// `patience`.
+    fn end_round(
+        &self,
+        st: &mut State,
+        start: &RoundStart,
+        mut row: RoundRow,
+        idle: Option<String>,
+    ) -> Result<Option<String>, EvolveError> {
+        match &idle {
+            Some(why) => {
+                self.reporter.report(&Progress::Idle { round: start.round, reason: why.clone() });
+                st.led.journal.push_str(&format!("idle: {why}\n"));
+                st.idle += 1;
+            }
+            None => st.idle = 0,
+        }
+        row.idle = idle;
+        row.rollouts = self.rollouts() - start.rollouts;
+        row.meta_tokens = start.meta_left - st.meta_left;
+        st.led.rounds.push(row);
+        st.timing.push((start.round, self.began.elapsed().as_secs_f64()));
+        self.write(st, "running")?;
+        Ok((st.idle >= self.cfg.patience).then(|| "patience".to_string()))
+    }
+
+    /// Measure the final harness on the same batches (unless interrupted),
+    /// write the ledgers with the run's status, and report.
+    async fn finish(self, mut st: State, status: String) -> Result<Report, EvolveError> {
+        if status != "interrupted" {
+            let train = self.lab.run(&st.incumbent, &self.train_jobs).await.map_err(EvolveError::Rollout)?;
+            let test = self.lab.run(&st.incumbent, &self.test_jobs).await.map_err(EvolveError::Rollout)?;
+            let id = st.incumbent.id().to_hex();
+            st.led.final_point = Some(Point {
+                round: st.led.rounds.len() as u32 + 1,
+                harness: id.clone(),
+                train_solved: train.iter().filter(|r| r.success).count(),
+                train_total: train.len(),
+                heldout_solved: self.heldout(&test),
+                heldout_total: test.len(),
+            });
+            st.led.journal.push_str(&format!("\n## End ({status})\n\nfinal harness {}\n", &id[..12]));
+        }
+        self.write(&st, &status)?;
+        self.reporter.report(&Progress::Finished { status: status.clone() });
+        let led = &st.led;
+        Ok(Report {
+            name: self.cfg.name.clone(),
+            status,
+            dir: self.dir.clone(),
+            start: self.start_id.clone(),
+            harness: st.incumbent.id().to_hex(),
+            harness_name: incumbent_name(&self.cfg.name),
+            heldout_before: led.curves.first().and_then(|p| p.heldout_solved),
+            heldout_after: led.final_point.as_ref().and_then(|p| p.heldout_solved),
+            heldout_total: self.test_jobs.len(),
+            train_curve: led
+                .curves
+                .iter()
+                .map(|p| (p.round, p.train_solved))
+                .chain(led.final_point.iter().map(|p| (p.round, p.train_solved)))
+                .collect(),
+            train_total: self.train_jobs.len(),
+            let_through: led.let_through.len(),
+            tally: count_verdicts(&led.candidates),
+            rounds: led.rounds.clone(),
+            ships: led.ships.clone(),
+            wall_secs: self.began.elapsed().as_secs_f64(),
+            computed_rollouts: self.counters.computed.load(Ordering::Relaxed),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evolve::critic::Flag;
+    use crate::evolve::digest::Category;
+    use crate::evolve::evolver::{Attribution, BuildRecord, Impact, Manifest};
+    use crate::evolve::gate::Check;
+    use crate::evolve::plan::Bucket;
+    use crate::harness::Edit;
 
     #[test]
     fn config_round_trips_and_refuses_unknown_keys() {
@@ -967,14 +1204,158 @@ mod tests {
         assert!(serde_json::from_value::<EvolveConfig>(bad).unwrap_err().to_string().contains("roundz"));
     }
 
-    #[test]
-    fn verdicts_are_tallied_by_stage() {
-        assert_eq!(count_verdicts(&[])["proposed"], 0);
+    fn manifest(edit: Option<Edit>) -> Manifest {
+        Manifest {
+            candidate_id: "C-R1-01".into(),
+            lever: "prompt-line".into(),
+            bucket: Bucket::Prompt,
+            dimension: "D2 context".into(),
+            theme: Category::WrongAnswer,
+            edit,
+            capability_evidence: vec![],
+            file_changes: vec!["harness.system".into()],
+            predicted_impact: Impact::default(),
+            attribution_signature: Attribution {
+                kind: "prompt_feature".into(),
+                name: "final-answer-guard".into(),
+                expected_min_calls: 1,
+            },
+            parent: "p".into(),
+            harness: "h".into(),
+        }
+    }
+
+    fn candidate(edit: Option<Edit>, failed: Option<(&str, &str)>) -> Candidate {
+        Candidate {
+            manifest: manifest(edit),
+            build: BuildRecord::default(),
+            smoke: None,
+            failed: failed.map(|(a, b)| (a.into(), b.into())),
+            source_text: None,
+            harness: None,
+            loaded: None,
+            config_text: None,
+            before: vec![],
+        }
     }
 
     #[test]
-    fn edit_descriptions_are_stable() {
-        let e = genome::EditOp::AddPromptLine { line: "x".into() };
-        assert_eq!(e.describe(), "prompt line \"x\"");
+    fn edits_read_the_same_in_every_ledger() {
+        let line = Edit::AppendSystemLine { line: "Read every tool error.".into() };
+        assert_eq!(manifest(Some(line.clone())).describe_edit(), "prompt line \"Read every tool error.\"");
+        let component = ObjectId::of(b"a component");
+        let config = serde_json::json!({"reason": "keep going", "max_blocks": 2}).as_object().unwrap().clone();
+        let insert = Edit::Insert {
+            name: "final-answer-guard".into(),
+            processor: ProcessorEntry::new(component).with_config(config.clone()),
+        };
+        assert_eq!(
+            manifest(Some(insert.clone())).describe_edit(),
+            r#"insert final-answer-guard {"max_blocks":2,"reason":"keep going"}"#,
+            "the config is written out: the Critic reads it"
+        );
+        let tune = Edit::SetConfig { target: "loop-guard".into(), config };
+        assert_eq!(
+            manifest(Some(tune)).describe_edit(),
+            r#"set-config loop-guard {"max_blocks":2,"reason":"keep going"}"#
+        );
+        assert_eq!(manifest(None).describe_edit(), "no edit: final-answer-guard was not built");
+        // In candidates.jsonl the edit is the harness room's JSON, and reads back.
+        for edit in [Some(insert), Some(line), None] {
+            let m = manifest(edit);
+            let json = serde_json::to_value(&m).unwrap();
+            match &m.edit {
+                Some(e) => assert_eq!(json["edit"], e.to_json()),
+                None => assert!(json["edit"].is_null()),
+            }
+            assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_stage_that_ended_the_candidate() {
+        let failed = candidate(None, Some(("evolver:build", "does not compile")));
+        assert_eq!(verdict(&failed, &Review::default(), None), ("evolver:build".into(), "does not compile".into()));
+        let ok = candidate(Some(Edit::Remove { target: "x".into() }), None);
+        let blocked = Review {
+            flags: vec![
+                Flag { rule: "non-local".into(), blocks: false, detail: "a warning".into() },
+                Flag { rule: "scoring".into(), blocks: true, detail: "mentions `reward`".into() },
+            ],
+            blocked: true,
+            ..Default::default()
+        };
+        assert_eq!(verdict(&ok, &blocked, None), ("critic".into(), "scoring: mentions `reward`".into()));
+        assert_eq!(verdict(&ok, &Review::default(), None).0, "not-gated");
+        let rejected = GateReport {
+            checks: vec![Check { name: "no-regression".into(), passed: false, detail: "regresses t@1".into() }],
+            failed_at: Some("no-regression".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&ok, &Review::default(), Some(&rejected)),
+            ("gate:no-regression".into(), "regresses t@1".into())
+        );
+        assert_eq!(gain(Some(&rejected)), None, "nothing was measured");
+        let passed = GateReport {
+            passed: true,
+            flips: vec!["a".into(), "b".into()],
+            target_flips: vec!["a".into()],
+            heldout_before: Some(3),
+            heldout_after: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&ok, &Review::default(), Some(&passed)),
+            ("shipped".into(), "1 target flips, held-out Some(3) -> Some(5)".into())
+        );
+        assert_eq!(gain(Some(&passed)), Some((2, 2)));
+    }
+
+    #[test]
+    fn verdicts_are_tallied_by_stage() {
+        let t = count_verdicts(&[]);
+        assert_eq!(t.values().sum::<usize>(), 0);
+        let record = |verdict: &str, attempts: u32| CandidateRecord {
+            round: 1,
+            manifest: manifest(None),
+            build: BuildRecord { attempts, component: Some("c".into()), ..Default::default() },
+            smoke: None,
+            review: Review::default(),
+            gate: None,
+            verdict: verdict.into(),
+            reason: String::new(),
+            cost: Cost::default(),
+            gain: None,
+        };
+        let t = count_verdicts(&[
+            record("shipped", 1),
+            record("evolver:smoke", 1),
+            record("critic", 0),
+            record("gate:held-out", 0),
+            record("not-gated", 0),
+        ]);
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            [
+                ("compiled".to_string(), 2),
+                ("critic-blocked".into(), 1),
+                ("gate-rejected".into(), 1),
+                ("proposed".into(), 5),
+                ("shipped".into(), 1),
+                ("smoke-failed".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn run_names_must_make_one_ref_segment() {
+        assert!(check_name("shop-1.b_2").is_ok());
+        assert_eq!(incumbent_name("shop"), "evolve/shop/incumbent");
+        for bad in ["a/b", "", "..", "sp ace"] {
+            let e = check_name(bad).unwrap_err();
+            assert!(matches!(e, EvolveError::Name { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("`{bad}` cannot name an evolution run: ")), "{e}");
+        }
     }
 }

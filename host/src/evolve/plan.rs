@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::digest::{Category, Digest};
-use super::genome::Genome;
+use crate::harness::Harness;
 
 /// The paper's edit buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -263,18 +263,19 @@ pub struct History<'a> {
     pub concerns: &'a [String],
 }
 
-/// Whether a lever can act on `genome` at all.
-pub fn applicable(lever: &Lever, genome: &Genome) -> bool {
+/// Whether a lever can act on `harness` at all: a processor it would add
+/// is not there yet (by name or singleton group), one it would tune is.
+pub fn applicable(lever: &Lever, harness: &Harness) -> bool {
     match lever.kind {
-        LeverKind::Template(name) | LeverKind::Stock(name) => genome.get(name).is_none(),
-        LeverKind::Tune(name) => genome.get(name).is_some(),
+        LeverKind::Template(name) | LeverKind::Stock(name) => harness.processor(name).is_none(),
+        LeverKind::Tune(name) => harness.processor(name).is_some(),
         LeverKind::PromptLine | LeverKind::ModelWritten | LeverKind::RemoveFaulty => true,
     }
 }
 
 /// Build the landscape. With `model_writes`, code levers (templates) are
 /// replaced by the model-written lever for their themes.
-pub fn plan(digest: &Digest, genome: &Genome, history: &History<'_>, model_writes: bool) -> Landscape {
+pub fn plan(digest: &Digest, incumbent: &Harness, history: &History<'_>, model_writes: bool) -> Landscape {
     let mut buckets: BTreeMap<Bucket, (u32, u32, u32, u32)> = BTreeMap::new(); // proposed, shipped, predicted, flipped
     let mut dims: BTreeSet<String> = BTreeSet::new();
     for s in history.levers.values() {
@@ -304,7 +305,7 @@ pub fn plan(digest: &Digest, genome: &Genome, history: &History<'_>, model_write
                 levers.insert(0, MODEL_WRITTEN);
             }
         }
-        levers.retain(|l| applicable(l, genome) && !history.concerns.iter().any(|c| c == l.id));
+        levers.retain(|l| applicable(l, incumbent) && !history.concerns.iter().any(|c| c == l.id));
         for (order, l) in levers.iter().enumerate() {
             let stats = history.levers.get(l.id).cloned().unwrap_or_default();
             let neglected = push_untried && untried.contains(&l.bucket);
@@ -337,7 +338,7 @@ pub fn plan(digest: &Digest, genome: &Genome, history: &History<'_>, model_write
             ));
         }
     }
-    directions.sort_by(|a, b| a.0.cmp(&b.0));
+    directions.sort_by_key(|(key, _)| *key);
     let persistent: Vec<String> =
         history.failures.iter().filter(|(_, r)| r.len() >= 2).map(|(t, _)| t.clone()).collect();
     Landscape {
@@ -405,6 +406,16 @@ impl Landscape {
 mod tests {
     use super::*;
     use crate::evolve::digest::Theme;
+    use crate::harness::{Facts, Probe, ProbeError, ProcessorEntry};
+    use std::sync::Arc;
+
+    /// The harnesses here have no processors, so nothing is ever probed.
+    struct NoProcessors;
+    impl Probe for NoProcessors {
+        fn probe(&self, entry: &ProcessorEntry) -> Result<Facts, ProbeError> {
+            Err(ProbeError::Missing { component: entry.component })
+        }
+    }
 
     fn digest(themes: &[(Category, usize)]) -> Digest {
         Digest {
@@ -426,7 +437,7 @@ mod tests {
 
     #[test]
     fn never_tried_buckets_are_pushed_when_one_ships_flat() {
-        let g = Genome { system: String::new(), deny: vec![], processors: vec![] };
+        let g = Harness::empty(Arc::new(NoProcessors));
         let d = digest(&[(Category::PrematureStop, 5), (Category::WrongAnswer, 2)]);
         let empty = BTreeMap::new();
         let failures = BTreeMap::new();

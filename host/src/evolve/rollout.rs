@@ -6,15 +6,22 @@
 //! returns the row; nothing is recomputed, which is also what makes a
 //! resumed evolution cheap and identical to an uninterrupted one. A row
 //! whose trace has gone (a `gc`) is recomputed.
+//!
+//! The harness is the harness room's [`Harness`]: its canonical id is the
+//! first part of the key, its processors come from
+//! [`Harness::processor_specs`] (config, limits, grants, failure policy), and
+//! a harness that asks for text actions gets the model wrapped in
+//! [`TextActions`], whose description (and so the key) says so.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::genome::Genome;
 use crate::agent::{run_task, Shape, TaskSpec};
 use crate::env::Suite;
+use crate::harness::Harness;
+use crate::models::text_actions::TextActions;
 use crate::models::Model;
 use crate::sandbox::Runtime;
 use crate::store::{ObjectId, Store};
@@ -63,11 +70,13 @@ pub struct Lab {
 }
 
 impl Lab {
-    fn key(&self, genome_id: &str, task: &str, seed: u64) -> String {
+    /// The cache key of one rollout: (harness id, environment, task, seed,
+    /// model, step budget).
+    fn key(&self, harness_id: &str, model: &dyn Model, task: &str, seed: u64) -> String {
         let text = format!(
-            "kiln-evolve/result/1\n{genome_id}\n{}\n{task}\n{seed}\n{}\n{:?}",
+            "kiln-evolve/result/1\n{harness_id}\n{}\n{task}\n{seed}\n{}\n{:?}",
             self.env_name,
-            self.model.describe(),
+            model.describe(),
             self.max_steps
         );
         ObjectId::of(text.as_bytes()).to_hex()
@@ -80,29 +89,36 @@ impl Lab {
         self.store.has(&trace).then_some(row)
     }
 
-    /// Run `genome` on every (task, seed) of `jobs`; rows come back in the
+    /// Run `harness` on every (task, seed) of `jobs`; rows come back in the
     /// order asked. Fails only when the harness cannot be instantiated at all.
-    pub async fn run(&self, genome: &Genome, jobs: &[(String, u64)]) -> Result<Vec<TaskResult>, String> {
-        let id = genome.id();
+    pub async fn run(&self, harness: &Harness, jobs: &[(String, u64)]) -> Result<Vec<TaskResult>, String> {
+        let id = harness.id().to_hex();
+        let model: Arc<dyn Model> = if harness.tools().text_actions {
+            Arc::new(TextActions::new(Box::new(self.model.clone())))
+        } else {
+            self.model.clone()
+        };
         let mut out: Vec<Option<TaskResult>> = vec![None; jobs.len()];
         let mut todo = Vec::new();
         for (i, (task, seed)) in jobs.iter().enumerate() {
             self.counters.rollouts.fetch_add(1, Ordering::Relaxed);
-            let key = self.key(&id, task, *seed);
+            let key = self.key(&id, model.as_ref(), task, *seed);
             match self.cached(&key) {
                 Some(row) => out[i] = Some(row),
                 None => todo.push((i, task.clone(), *seed, key)),
             }
         }
         if !todo.is_empty() {
-            let specs = genome.specs(&self.rt, &self.store)?;
-            let shape = Shape { system: genome.system.clone(), deny: genome.deny.clone() };
+            let specs = harness
+                .processor_specs(&self.rt, &self.store)
+                .map_err(|e| format!("harness {}: {e}", harness.id().short()))?;
+            let shape = Shape { system: harness.system().to_string(), deny: harness.tools().deny.clone() };
             let sem = Arc::new(tokio::sync::Semaphore::new(self.jobs.max(1)));
             let mut set = tokio::task::JoinSet::new();
             for (i, task, seed, key) in todo {
                 let permit = sem.clone().acquire_owned().await.map_err(|e| e.to_string())?;
                 let lab = self.clone();
-                let (specs, shape, id) = (specs.clone(), shape.clone(), id.clone());
+                let (specs, shape, id, model) = (specs.clone(), shape.clone(), id.clone(), model.clone());
                 set.spawn(async move {
                     let _permit = permit;
                     let mut env = lab.suite.make().map_err(|e| format!("environment {}: {e}", lab.env_name))?;
@@ -118,7 +134,7 @@ impl Lab {
                         mcp: vec![],
                         deterministic: true,
                     };
-                    let (outcome, trace) = run_task(&lab.rt, lab.model.as_ref(), env.as_mut(), spec).await;
+                    let (outcome, trace) = run_task(&lab.rt, model.as_ref(), env.as_mut(), spec).await;
                     let trace_id =
                         trace.save(&lab.store).map_err(|e| format!("cannot store the trace of {task}: {e}"))?;
                     let tokens = outcome.usage.input_tokens + outcome.usage.output_tokens;

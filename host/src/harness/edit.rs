@@ -8,6 +8,12 @@
 //! mentions, so the parent (and, for a merge, the other harness) stays as
 //! long as the child is reachable from a ref. An edit that changes nothing
 //! returns the same harness and records nothing.
+//!
+//! A tool that derives harnesses may say why with [`Harness::with_reason`]:
+//! the id of a stored object that explains the edit (the evolution engine
+//! stores the candidate's change manifest and gate verdict there). The
+//! record then carries `reason`, which `gc` follows like the other ids;
+//! records without one keep the bytes, and so the ids, they always had.
 
 use std::collections::HashSet;
 
@@ -33,6 +39,8 @@ pub enum Edit {
     SetConfig { target: String, config: Map<String, Value> },
     /// Give the harness a new system prompt template.
     SetSystem { text: String },
+    /// Add one line at the end of the system prompt template.
+    AppendSystemLine { line: String },
 }
 
 impl Edit {
@@ -45,6 +53,7 @@ impl Edit {
             Edit::Merge { other } => serde_json::json!({"op": "merge", "other": other.to_hex()}),
             Edit::SetConfig { target, config } => serde_json::json!({"op": "set-config", "target": target, "config": config}),
             Edit::SetSystem { text } => serde_json::json!({"op": "set-system", "text": text}),
+            Edit::AppendSystemLine { line } => serde_json::json!({"op": "append-system-line", "line": line}),
         }
     }
 
@@ -59,6 +68,7 @@ impl Edit {
             "merge" => Edit::Merge { other: field("other")?.parse().map_err(|e: crate::store::IdParseError| e.to_string())? },
             "set-config" => Edit::SetConfig { target: field("target")?, config: value.get("config").and_then(Value::as_object).cloned().ok_or("the edit has no object `config`")? },
             "set-system" => Edit::SetSystem { text: field("text")? },
+            "append-system-line" => Edit::AppendSystemLine { line: field("line")? },
             other => return Err(format!("unknown edit `{other}`")),
         })
     }
@@ -75,6 +85,10 @@ impl Edit {
                 let first: String = text.lines().next().unwrap_or("").chars().take(60).collect();
                 format!("set system prompt to \"{first}{}\"", if first.len() < text.len() { "…" } else { "" })
             }
+            Edit::AppendSystemLine { line } => {
+                let shown: String = line.chars().take(60).collect();
+                format!("append to system prompt \"{shown}{}\"", if shown.len() < line.len() { "…" } else { "" })
+            }
         }
     }
 }
@@ -86,6 +100,8 @@ pub struct Lineage {
     pub edit: Edit,
     /// For a merge: the other harness (saved along with the child).
     pub merged: Option<Harness>,
+    /// A stored object that says why the edit was made (see [`Harness::with_reason`]).
+    pub reason: Option<ObjectId>,
 }
 
 /// A lineage record read back from the store.
@@ -96,6 +112,8 @@ pub struct LineageRecord {
     pub child: ObjectId,
     pub parent: ObjectId,
     pub edit: Edit,
+    /// The object that says why the edit was made, when the deriver gave one.
+    pub reason: Option<ObjectId>,
 }
 
 fn lineage_ref(child: &ObjectId) -> String {
@@ -181,6 +199,33 @@ impl Harness {
         self.derive(text.clone(), self.tools.clone(), self.entries(), None, |_| Edit::SetSystem { text: text.clone() })
     }
 
+    /// Add `line` (trimmed) as the last line of the system prompt. A prompt
+    /// that already has that line, or a blank `line`, changes nothing: the
+    /// same harness comes back and nothing is recorded.
+    pub fn append_system_line(&self, line: &str) -> Result<Harness, EditError> {
+        let line = line.trim();
+        if line.is_empty() || self.system.lines().any(|l| l.trim() == line) {
+            return Ok(self.clone());
+        }
+        let text = if self.system.is_empty() { line.to_string() } else { format!("{}\n{line}", self.system) };
+        self.derive(text, self.tools.clone(), self.entries(), None, |_| Edit::AppendSystemLine { line: line.to_string() })
+    }
+
+    /// This harness with `reason` recorded as why its last edit was made:
+    /// the id of a stored object that explains it (for an evolved harness,
+    /// the candidate's change manifest and gate verdict). [`Harness::save`]
+    /// writes it into the lineage record. A harness that was not derived in
+    /// this process has no edit to explain and comes back unchanged.
+    pub fn with_reason(&self, reason: ObjectId) -> Harness {
+        let mut explained = self.clone();
+        if let Some(link) = &self.lineage {
+            let mut link = (**link).clone();
+            link.reason = Some(reason);
+            explained.lineage = Some(std::sync::Arc::new(link));
+        }
+        explained
+    }
+
     /// Apply a recorded edit (a merge loads the other harness from `store`).
     pub fn apply(&self, edit: &Edit, store: &Store) -> Result<Harness, HarnessError> {
         let edited = match edit {
@@ -190,6 +235,7 @@ impl Harness {
             Edit::Merge { other } => self.merge(&Harness::load(store, other, self.probe.clone())?),
             Edit::SetConfig { target, config } => self.set_config(target, Value::Object(config.clone())),
             Edit::SetSystem { text } => self.set_system(text.clone()),
+            Edit::AppendSystemLine { line } => self.append_system_line(line),
         };
         edited.map_err(|e| HarnessError::Edit { parent: self.id, source: Box::new(e) })
     }
@@ -216,7 +262,7 @@ impl Harness {
             return Ok(self.clone());
         }
         let edit = edit(&child);
-        child.lineage = Some(std::sync::Arc::new(Lineage { parent: self.clone(), edit, merged }));
+        child.lineage = Some(std::sync::Arc::new(Lineage { parent: self.clone(), edit, merged, reason: None }));
         Ok(child)
     }
 }
@@ -244,12 +290,16 @@ fn json_kind(v: &Value) -> &'static str {
 pub(super) fn save_lineage(harness: &Harness, store: &Store) -> Result<(), HarnessError> {
     let mut child = harness;
     while let Some(link) = child.lineage() {
-        let record = to_canonical(&serde_json::json!({
+        let mut record = serde_json::json!({
             "format": LINEAGE_FORMAT,
             "child": child.id.to_hex(),
             "parent": link.parent.id.to_hex(),
             "edit": link.edit.to_json(),
-        }));
+        });
+        if let Some(reason) = link.reason {
+            record["reason"] = Value::String(reason.to_hex());
+        }
+        let record = to_canonical(&record);
         let record_id = ObjectId::of(&record);
         if store.get_ref(&lineage_ref(&child.id))? == Some(record_id) {
             break;
@@ -285,7 +335,11 @@ pub fn lineage(store: &Store, id: &ObjectId) -> Result<Vec<LineageRecord>, Harne
         };
         let (child, parent) = (id_field("child")?, id_field("parent")?);
         let edit = Edit::from_json(value.get("edit").unwrap_or(&Value::Null)).map_err(bad)?;
-        out.push(LineageRecord { record, child, parent, edit });
+        let reason = match value.get("reason") {
+            None => None,
+            Some(_) => Some(id_field("reason")?),
+        };
+        out.push(LineageRecord { record, child, parent, edit, reason });
         current = parent;
     }
     Ok(out)

@@ -605,9 +605,57 @@ fn edits_round_trip_as_json() {
         Edit::Merge { other: b.ids["trim"] },
         Edit::SetConfig { target: "x".into(), config: json!({"a": [1, 2]}).as_object().unwrap().clone() },
         Edit::SetSystem { text: "hi".into() },
+        Edit::AppendSystemLine { line: "Check your work.".into() },
     ] {
         assert_eq!(Edit::from_json(&edit.to_json()).unwrap(), edit);
     }
+}
+
+#[test]
+fn a_system_line_is_appended_once_and_recorded_as_such() {
+    let b = bench();
+    let base = b.harness("system = \"Be careful.\\n{tools}\"\n[[processors]]\ncomponent = \"{guard}\"\n");
+    let child = base.append_system_line("  Read every tool error.  ").unwrap();
+    assert_eq!(child.system(), "Be careful.\n{tools}\nRead every tool error.");
+    let link = child.lineage().expect("an appended line is an edit");
+    assert_eq!(link.edit, Edit::AppendSystemLine { line: "Read every tool error.".into() });
+    assert_eq!(link.edit.summary(), "append to system prompt \"Read every tool error.\"");
+    // A line the prompt already has (or a blank one) changes nothing.
+    for same in ["Read every tool error.", "Be careful.", "   "] {
+        let again = child.append_system_line(same).unwrap();
+        assert_eq!(again.id(), child.id(), "{same:?}");
+        assert_eq!(again.lineage().unwrap().edit, link.edit, "nothing new is recorded for {same:?}");
+    }
+    // On an empty prompt the line is the whole prompt.
+    let bare = b.harness("[[processors]]\ncomponent = \"{guard}\"\n");
+    assert_eq!(bare.append_system_line("Only this.").unwrap().system(), "Only this.");
+    // The recorded edit replays to the same child.
+    assert_eq!(base.apply(&link.edit, &b.store).unwrap().id(), child.id());
+}
+
+#[test]
+fn a_reason_rides_in_the_lineage_record_and_keeps_its_object() {
+    let b = bench();
+    let base = b.harness("[[processors]]\ncomponent = \"{guard}\"\n");
+    let why = b.store.put(br#"{"candidate":"C-R1-01","verdict":"shipped"}"#).unwrap();
+    let child = base.insert(b.entry("trim")).unwrap().with_reason(why);
+    assert_eq!(child.lineage().unwrap().reason, Some(why));
+    let id = child.save(&b.store, Some("explained")).unwrap();
+    let chain = lineage(&b.store, &id).unwrap();
+    assert_eq!(chain.len(), 1);
+    assert_eq!(chain[0].reason, Some(why));
+    let record: serde_json::Value = serde_json::from_slice(&b.store.get(&chain[0].record).unwrap()).unwrap();
+    assert_eq!(record["reason"], json!(why.to_hex()), "{record}");
+    // gc keeps the explaining object as long as the child is reachable.
+    b.store.gc_with(&crate::store::GcOptions { grace: std::time::Duration::ZERO }).unwrap();
+    assert!(b.store.has(&why));
+    // Without a reason the record has no such key (so old records keep their ids);
+    // a harness not derived here has nothing to explain.
+    let plain = base.insert(b.entry("pin")).unwrap();
+    plain.save(&b.store, None).unwrap();
+    let record = b.store.get(&lineage(&b.store, &plain.id()).unwrap()[0].record).unwrap();
+    assert!(!String::from_utf8_lossy(&record).contains("reason"));
+    assert!(base.with_reason(why).lineage().is_none());
 }
 
 #[test]
