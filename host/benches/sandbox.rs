@@ -11,11 +11,12 @@
 //! | `hook/last-message/{10..10000}` | one before-model hook, one processor that reads the last message, N messages |
 //! | `hook/ten/{10,10000}` | the same with ten such processors |
 //! | `step/ten/{10,10000}` | the harness side of one agent-loop step with ten processors (model and tool stubbed out) |
-//! | `loop-guard/{wasm,native}` | a before-tool and an after-tool call of loop-guard, as a component vs as plain Rust |
+//! | `loop-guard/{wasm,native}` | a before-tool and an after-tool call of loop-guard, as a component vs as plain Rust, on the calls and observations of a real shop episode |
+//! | `loop-guard/{wasm,native}-short` | the same on ~80-byte made-up inputs, where the two calls' fixed cost dominates |
 //! | `instantiate/ten/{pooling,on-demand}` | a new task's 10-processor pipeline, built and torn down |
 //! | `swap/replace` | hot swap of a loaded component, state handed over |
 //! | `load/{cache,compile}` | loading a component from the code cache vs compiling it |
-//! | `fuel/{on,off}` | the loop-guard workload with and without fuel metering |
+//! | `fuel/{on,off}` | the loop-guard shop workload with and without fuel metering |
 //!
 //! Besides the timings it measures the resident memory of 200 live
 //! loop-guard instances (not a timing, so not a criterion benchmark) and
@@ -316,7 +317,11 @@ struct Workload {
 }
 
 impl Workload {
-    fn new() -> Workload {
+    const ORDER: [usize; 10] = [0, 1, 2, 3, 0, 4, 5, 6, 7, 1];
+
+    /// Short made-up calls and observations (~80 bytes each): the fixed cost
+    /// of the two hook calls dominates.
+    fn short() -> Workload {
         let tools = ["search", "view", "add_to_cart", "back"];
         let calls = (0..8)
             .map(|i| ToolCall {
@@ -328,7 +333,42 @@ impl Workload {
         let observations = (0..8)
             .map(|i| format!("[{i}] Red running shoe   model {i}\n\n  size 38-46,  ${}.99   \n[{}] Trail runner, red/black", 50 + i, i + 1))
             .collect();
-        Workload { calls, observations, order: [0, 1, 2, 3, 0, 4, 5, 6, 7, 1] }
+        Workload { calls, observations, order: Self::ORDER }
+    }
+
+    /// The calls and observations of a real `shop` episode (task 0, seed 1):
+    /// a search with the goal's words, the first five products it lists
+    /// viewed, the next page of results, and a second search. What loop-guard
+    /// sees in kiln's own suites (observations of 150-500 bytes).
+    fn shop() -> Workload {
+        let suite = kiln::env::open("shop").expect("the shop suite is built in");
+        let task = suite.tasks(kiln::env::Split::Train).into_iter().next().expect("shop has train tasks");
+        let mut env = suite.make().expect("shop starts");
+        let start = env.reset(&task, 1).expect("shop task 0 resets");
+        let goal = start.prompt.lines().next().and_then(|l| l.strip_prefix("Goal: ")).expect("a Goal: line").to_string();
+        let mut calls = Vec::new();
+        let mut observations = Vec::new();
+        let mut act = |name: &str, arguments: String| {
+            let call = ToolCall { id: format!("call-{}", calls.len()), name: name.into(), arguments };
+            let seen = env.step(&call).expect("the shop env answers").content;
+            calls.push(call);
+            observations.push(seen.clone());
+            seen
+        };
+        let results = act("search", serde_json::json!({ "query": goal }).to_string());
+        let ids: Vec<String> = results
+            .lines()
+            .filter_map(|l| l.strip_prefix('[').and_then(|l| l.split_once(']')).map(|(id, _)| id.to_string()))
+            .take(5)
+            .collect();
+        assert_eq!(ids.len(), 5, "the goal's search should list five products: {results}");
+        for id in ids {
+            act("view", serde_json::json!({ "id": id }).to_string());
+        }
+        act("next_page", "{}".into());
+        let words: Vec<&str> = goal.split_whitespace().take(4).collect();
+        act("search", serde_json::json!({ "query": words.join(" ") }).to_string());
+        Workload { calls, observations, order: Self::ORDER }
     }
 
     fn at(&self, i: usize) -> (&ToolCall, &str) {
@@ -340,7 +380,7 @@ impl Workload {
 fn step_ten(c: &mut Criterion, b: &Bench) {
     // Five readers of the last message (before-model, after-tool) and five
     // loop-guards (before-tool, after-tool): 20 processor calls per step.
-    let workload = Workload::new();
+    let workload = Workload::short();
     let mut g = quick(c, "step/ten");
     for n in [10, 10_000] {
         let specs = (0..10)
@@ -424,25 +464,27 @@ impl GuardedTool {
 }
 
 fn loop_guard_wasm_vs_native(c: &mut Criterion, b: &Bench) {
-    let w = Workload::new();
     let mut g = quick(c, "loop-guard");
-    let mut wasm = GuardedTool::new(b, &b.pooling);
-    wasm.check_against_native(&w);
-    g.bench_function("wasm", |bench| bench.iter(|| black_box(wasm.call(&w))));
-    let mut native = LoopGuard::default();
-    let mut i = 0usize;
-    g.bench_function("native", |bench| {
-        bench.iter(|| {
-            let (call, observation) = w.at(i);
-            i += 1;
-            black_box((native.observe_call(&call.name, &call.arguments), native.observe_result(&call.name, observation)))
-        })
-    });
+    // `wasm`/`native`: a real shop episode; `*-short`: ~80-byte made-up inputs.
+    for (suffix, w) in [("", Workload::shop()), ("-short", Workload::short())] {
+        let mut wasm = GuardedTool::new(b, &b.pooling);
+        wasm.check_against_native(&w);
+        g.bench_function(format!("wasm{suffix}"), |bench| bench.iter(|| black_box(wasm.call(&w))));
+        let mut native = LoopGuard::default();
+        let mut i = 0usize;
+        g.bench_function(format!("native{suffix}"), |bench| {
+            bench.iter(|| {
+                let (call, observation) = w.at(i);
+                i += 1;
+                black_box((native.observe_call(&call.name, &call.arguments), native.observe_result(&call.name, observation)))
+            })
+        });
+    }
     g.finish();
 }
 
 fn fuel_on_off(c: &mut Criterion, b: &Bench) {
-    let w = Workload::new();
+    let w = Workload::shop();
     let mut g = quick(c, "fuel");
     for (name, rt) in [("on", &b.pooling), ("off", &b.no_fuel)] {
         let mut guarded = GuardedTool::new(b, rt);
@@ -540,7 +582,7 @@ fn memory_per_instance(b: &Bench, out_dir: &Path) {
         eprintln!("memory/loop-guard: skipped, /proc/self/status is not readable here");
         return;
     };
-    let w = Workload::new();
+    let w = Workload::shop();
     let mut results = serde_json::Map::new();
     for (name, rt) in [("pooling", &b.pooling), ("on-demand", &b.on_demand)] {
         let loaded = b.load(rt, "loop-guard");

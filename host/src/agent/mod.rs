@@ -255,7 +255,7 @@ impl Task {
         let mut o = p.run(hook, ctx);
         for mut report in std::mem::take(&mut o.reports) {
             if let Some(f) = &report.fault {
-                self.faults.push((report.processor.clone(), f.kind.name().to_string()));
+                self.faults.push((report.processor.to_string(), f.kind.name().to_string()));
             }
             if self.deterministic {
                 report.nanos = 0;
@@ -317,7 +317,7 @@ impl Task {
                 report.nanos = 0;
             }
             if let Some(f) = &report.fault {
-                self.faults.push((report.processor.clone(), f.kind.name().to_string()));
+                self.faults.push((report.processor.to_string(), f.kind.name().to_string()));
             }
             self.trace.push(Event::ProcessorTool { step, name: call.name.clone(), arguments: call.arguments.clone(), result: result.clone(), report });
             match result {

@@ -78,7 +78,7 @@ pub fn replay(rt: &Runtime, loaded: Arc<Loaded>, config: Option<String>, limits:
                     let recorded_here = events[i + 1..]
                         .iter()
                         .take_while(|e| matches!(e, Event::Call { .. }))
-                        .any(|e| matches!(e, Event::Call { report, .. } if report.processor == name));
+                        .any(|e| matches!(e, Event::Call { report, .. } if *report.processor == *name));
                     if recorded_here {
                         pending = Some(*hook);
                     } else {
@@ -89,7 +89,7 @@ pub fn replay(rt: &Runtime, loaded: Arc<Loaded>, config: Option<String>, limits:
                     }
                 }
             }
-            Event::Call { step, report: rec } if rec.processor == name && pending == Some(rec.hook) => {
+            Event::Call { step, report: rec } if *rec.processor == *name && pending == Some(rec.hook) => {
                 let mut ctx = fold.ctx.clone();
                 let r = inst.call_hook(rec.hook, &mut ctx, &facts);
                 let same = r.verdict == rec.verdict && r.edits == rec.edits && r.fault.as_ref().map(|f| f.kind) == rec.fault.as_ref().map(|f| f.kind);
@@ -98,7 +98,7 @@ pub fn replay(rt: &Runtime, loaded: Arc<Loaded>, config: Option<String>, limits:
                 report.faults += r.fault.is_some() as usize;
                 report.calls.push(ReplayedCall { step: *step, hook: rec.hook, recorded: Some(rec.clone()), replayed: r, identical: Some(same) });
             }
-            Event::ProcessorTool { name: tool, arguments, report: rec, .. } if rec.processor == name => {
+            Event::ProcessorTool { name: tool, arguments, report: rec, .. } if *rec.processor == *name => {
                 // Keep the candidate's state in step with the recording.
                 let mut ctx = fold.ctx.clone();
                 let _ = inst.call_tool(tool, arguments, &mut ctx, &facts);

@@ -19,7 +19,7 @@ use super::bindings::kiln::harness::types as wit;
 use super::bindings::Processor;
 use super::context::{Context, Edit, Hook};
 use super::limits::{Grants, Limits};
-use super::runtime::{ComponentId, Loaded, Runtime, TICK_MS};
+use super::runtime::{Loaded, Runtime, TICK_MS};
 use super::state::{HostTrap, Level, State, TaskFacts, VirtualClock};
 use crate::chat::ToolSpec;
 
@@ -126,9 +126,11 @@ pub(crate) fn classify(e: &wasmtime::Error, state: &State) -> Fault {
 /// Everything one hook call did, for the trace.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallReport {
-    /// The processor's name (from `describe`).
-    pub processor: String,
-    pub component: ComponentId,
+    /// The processor's name (from `describe`). Shared, not copied: a report is
+    /// made for every call, and the hot path should not allocate for it.
+    pub processor: Arc<str>,
+    /// The component's id (blake3 hex), shared like `processor`.
+    pub component: Arc<str>,
     pub hook: Hook,
     pub nanos: u64,
     pub fuel: u64,
@@ -280,8 +282,8 @@ impl Instance {
     pub fn call_hook(&mut self, hook: Hook, ctx: &mut Context, facts: &TaskFacts) -> CallReport {
         let start = Instant::now();
         let mut report = CallReport {
-            processor: self.loaded.info.name.clone(),
-            component: self.loaded.id.clone(),
+            processor: self.loaded.report_name.clone(),
+            component: self.loaded.report_id.clone(),
             hook,
             nanos: 0,
             fuel: 0,
@@ -365,8 +367,8 @@ impl Instance {
     pub fn call_tool(&mut self, name: &str, arguments: &str, ctx: &mut Context, facts: &TaskFacts) -> (Result<String, String>, CallReport) {
         let start = Instant::now();
         let mut report = CallReport {
-            processor: self.loaded.info.name.clone(),
-            component: self.loaded.id.clone(),
+            processor: self.loaded.report_name.clone(),
+            component: self.loaded.report_id.clone(),
             hook: Hook::BeforeTool,
             nanos: 0,
             fuel: 0,

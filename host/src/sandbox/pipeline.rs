@@ -134,25 +134,25 @@ impl Pipeline {
                 continue;
             }
             let report = m.instance.call_hook(hook, ctx, &self.facts);
-            let name = report.processor.clone();
             if let Some(text) = report.advice() {
-                out.advice.push((name.clone(), text.to_string()));
+                out.advice.push((report.processor.to_string(), text.to_string()));
             }
             let fault = report.fault.clone();
             let verdict = report.verdict.clone();
+            let name = report.processor.clone();
             out.reports.push(report);
             if let Some(f) = fault {
                 m.faults += 1;
                 match m.spec.policy {
                     FailurePolicy::Skip => {}
                     FailurePolicy::Abort => {
-                        out.aborted = Some((name, f));
+                        out.aborted = Some((name.to_string(), f));
                         return out;
                     }
                     FailurePolicy::Disable { after } => {
                         if m.faults >= after.max(1) {
                             m.disabled = true;
-                            out.disabled.push(name);
+                            out.disabled.push(name.to_string());
                         }
                     }
                 }
@@ -162,7 +162,7 @@ impl Pipeline {
                 Some(Verdict::Pass) | None => {}
                 Some(v) => {
                     out.verdict = v;
-                    out.by = Some(name);
+                    out.by = Some(name.to_string());
                     return out;
                 }
             }

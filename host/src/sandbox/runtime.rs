@@ -98,6 +98,10 @@ pub enum LoadError {
 pub struct Loaded {
     pub id: ComponentId,
     pub info: Info,
+    /// `info.name` and `id` again, shared by every call report of this
+    /// component: a report is made per call, and cloning these never allocates.
+    pub(crate) report_name: Arc<str>,
+    pub(crate) report_id: Arc<str>,
     /// Size of the component's bytes.
     pub size: usize,
     /// Every import and export name, for `kiln inspect`.
@@ -143,6 +147,11 @@ impl Runtime {
         c.epoch_interruption(true);
         c.wasm_component_model(true);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `KILN_PERF_MAP=1` names guest functions for `perf` (/tmp/perf-<pid>.map);
+        // docs/performance.md shows how to profile a benchmark with it.
+        if std::env::var_os("KILN_PERF_MAP").is_some_and(|v| v == "1") {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if cfg.pooling {
             let n = cfg.max_instances.max(1);
             let mut p = PoolingAllocationConfig::default();
@@ -241,7 +250,8 @@ impl Runtime {
             .and_then(ProcessorPre::new)
             .map_err(|e| LoadError::Runtime { id: id.clone(), reason: format!("cannot link: {e}") })?;
         let info = describe(self, &id, &pre)?;
-        let loaded = Arc::new(Loaded { id: id.clone(), info, size: bytes.len(), imports, exports, from_cache, pre });
+        let (report_name, report_id) = (Arc::from(info.name.as_str()), Arc::from(id.as_str()));
+        let loaded = Arc::new(Loaded { id: id.clone(), info, report_name, report_id, size: bytes.len(), imports, exports, from_cache, pre });
         self.inner.loaded.lock().unwrap().insert(id, loaded.clone());
         Ok(loaded)
     }

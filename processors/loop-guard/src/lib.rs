@@ -127,9 +127,12 @@ impl LoopGuard {
 
     /// Records the action `name(arguments)` and decides about it.
     pub fn observe_call(&mut self, name: &str, arguments: &str) -> Decision {
-        let arguments = normalize_arguments(arguments);
-        let seen = self.actions.push(action_hash(name, &arguments));
+        let seen = self.actions.push(action_hash(name, arguments));
         let repeats = seen - 1;
+        if repeats < self.config.advise_after {
+            return Decision::Allow;
+        }
+        let arguments = normalize_arguments(arguments);
         if repeats >= self.config.block_after {
             Decision::Block(format!(
                 "{} was already called {repeats} times with these arguments in the last {} calls; \
@@ -137,13 +140,11 @@ impl LoopGuard {
                 describe_action(name, &arguments),
                 self.config.window
             ))
-        } else if repeats >= self.config.advise_after {
+        } else {
             Decision::Advise(format!(
                 "You repeated {} {seen} times; try something different",
                 describe_action(name, &arguments)
             ))
-        } else {
-            Decision::Allow
         }
     }
 
@@ -257,32 +258,80 @@ impl Window {
     }
 }
 
-/// FNV-1a, 64 bit: stable across builds and platforms, so saved state stays
-/// meaningful for a successor compiled elsewhere.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &byte in *part {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // Separate the parts so ("ab", "c") and ("a", "bc") differ.
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+/// FNV-1a, 64 bit, fed in pieces: stable across builds and platforms, so
+/// saved state stays meaningful for a successor compiled elsewhere. Hashing
+/// streams the normalized text straight into it instead of building the
+/// text first: no allocation per call but the JSON parse.
+struct Fnv(u64);
+
+impl Fnv {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    hash
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// Ends a part, so ("ab", "c") and ("a", "bc") differ.
+    fn end_part(&mut self) {
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(Self::PRIME);
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.bytes(bytes);
+        self.end_part();
+    }
+
+    /// The text with whitespace runs collapsed to one space, trimmed: the
+    /// bytes of `collapse_whitespace(text)`.
+    fn collapsed(&mut self, text: &str) {
+        for (i, word) in text.split_whitespace().enumerate() {
+            if i > 0 {
+                self.bytes(b" ");
+            }
+            self.bytes(word.as_bytes());
+        }
+    }
 }
 
-fn action_hash(name: &str, normalized_arguments: &str) -> u64 {
-    fnv1a(&[b"action", name.as_bytes(), normalized_arguments.as_bytes()])
+impl std::io::Write for Fnv {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.bytes(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The hash of an action: its name and its arguments as
+/// [`normalize_arguments`] writes them.
+fn action_hash(name: &str, arguments: &str) -> u64 {
+    let mut hash = Fnv::new();
+    hash.part(b"action");
+    hash.part(name.as_bytes());
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(value) => serde_json::to_writer(&mut hash, &value).expect("hashing cannot fail"),
+        Err(_) => hash.collapsed(arguments),
+    }
+    hash.end_part();
+    hash.0
 }
 
 fn observation_hash(name: &str, content: &str) -> u64 {
-    fnv1a(&[
-        b"observation",
-        name.as_bytes(),
-        collapse_whitespace(content).as_bytes(),
-    ])
+    let mut hash = Fnv::new();
+    hash.part(b"observation");
+    hash.part(name.as_bytes());
+    hash.collapsed(content);
+    hash.end_part();
+    hash.0
 }
 
 /// Canonical JSON (sorted keys, no spaces) when the arguments parse, else the
@@ -403,6 +452,31 @@ mod tests {
             panic!("the fifth identical call should be blocked");
         };
         assert!(reason.contains("already called 4 times"), "{reason}");
+    }
+
+    /// The streamed hashes are the FNV-1a of the normalized texts, part by
+    /// part, as saved state from earlier builds expects.
+    #[test]
+    fn streamed_hashes_equal_hashes_of_the_normalized_text() {
+        fn parts(parts: &[&[u8]]) -> u64 {
+            let mut hash = Fnv::new();
+            for part in parts {
+                hash.part(part);
+            }
+            hash.0
+        }
+        for arguments in [r#"{ "b": [1, 2], "a": "x  y" }"#, "not json\t at   all ", ""] {
+            let normalized = normalize_arguments(arguments);
+            assert_eq!(
+                action_hash("search", arguments),
+                parts(&[b"action", b"search", normalized.as_bytes()])
+            );
+        }
+        let content = "  [1] Red shoe\n\n  size 42  ";
+        assert_eq!(
+            observation_hash("view", content),
+            parts(&[b"observation", b"view", collapse_whitespace(content).as_bytes()])
+        );
     }
 
     #[test]
