@@ -93,13 +93,19 @@ pub fn execute(store_dir: &Path, cmd: Cmd) -> CliResult {
             if json {
                 let v: Vec<_> = chain
                     .iter()
-                    .map(|r| serde_json::json!({ "record": r.record, "child": r.child, "parent": r.parent, "edit": r.edit.to_json() }))
+                    .map(|r| {
+                        serde_json::json!({ "record": r.record, "child": r.child, "parent": r.parent, "edit": r.edit.to_json(), "reason": r.reason })
+                    })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             for r in &chain {
                 println!("{}  ← {}  {}", r.child.short(), r.parent.short(), r.edit.summary());
+                if let Some(reason) = r.reason {
+                    // e.g. the evolution ledger's record of the candidate that shipped
+                    println!("      why: `kiln store cat {reason}`");
+                }
             }
             let root = chain.last().map(|r| r.parent).unwrap_or(id);
             println!("{}  (no recorded parent)", root.short());

@@ -1,5 +1,6 @@
-//! `kiln store ls|verify|gc`.
+//! `kiln store ls|cat|verify|gc`.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -9,6 +10,12 @@ use super::{open_store, CliError, CliResult};
 pub enum Cmd {
     /// List objects (id, size) and refs.
     Ls,
+    /// Write one object's bytes (verified) to stdout; gzip objects such as
+    /// traces are decompressed.
+    Cat {
+        /// An object id or a unique prefix of one.
+        id: String,
+    },
     /// Re-hash every object and report any whose bytes do not match its name.
     Verify,
     /// Delete every object no ref reaches.
@@ -28,6 +35,16 @@ pub fn execute(store_dir: &Path, cmd: Cmd) -> CliResult {
                 println!("{}  -> {name}", id.short());
             }
             eprintln!("{} objects", ids.len());
+        }
+        Cmd::Cat { id } => {
+            let id = store.resolve(&id)?;
+            let bytes = store.get(&id)?;
+            let mut out = std::io::stdout().lock();
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                std::io::copy(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut out)?;
+            } else {
+                out.write_all(&bytes)?;
+            }
         }
         Cmd::Verify => {
             let stop = AtomicBool::new(false);
