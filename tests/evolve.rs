@@ -12,6 +12,13 @@
 //! - the evolved harness is a harness room harness: stored under
 //!   `evolve/<run>/incumbent` with its lineage (each shipped edit, and the
 //!   candidate record that explains it), and a new run can start from it;
+//! - a `judge` model on loopback: a rejected candidate never reaches the
+//!   Gate and carries the judge's review as its reason; a revision request
+//!   goes back to the writer's conversation, the revised source is compiled,
+//!   reviewed again (a second request is declined) and gated; the offline
+//!   planner answers a request by narrowing; a judge that answers garbage
+//!   leaves "no review" and the run goes on; ledgers are identical run to
+//!   run and after a resume, which asks the judge nothing again;
 //! - bad input ends cleanly with a reason.
 
 mod common;
@@ -216,15 +223,29 @@ fn completion(content: &str) -> String {
     .to_string()
 }
 
-/// An OpenAI-compatible server on loopback: broken source first, then the fix.
+/// An OpenAI-compatible server on loopback that answers the replies in
+/// order (the last one from then on): broken source first, then the fix.
 async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>, replies: Vec<String>) -> String {
-    let replies = Arc::new(replies);
+    serve(received, move |_, n| replies[n.min(replies.len() - 1)].clone()).await
+}
+
+/// What a chat server answers: the reply text for a request body, given how
+/// many requests came before it.
+type Respond = dyn Fn(&serde_json::Value, usize) -> String + Send + Sync;
+
+/// An OpenAI-compatible server on loopback; every request body it receives
+/// is kept in `received`. Returns its base URL.
+async fn serve(
+    received: Arc<Mutex<Vec<serde_json::Value>>>,
+    respond: impl Fn(&serde_json::Value, usize) -> String + Send + Sync + 'static,
+) -> String {
+    let respond: Arc<Respond> = Arc::new(respond);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let (count, received, replies) = (count.clone(), received.clone(), replies.clone());
+            let (count, received, respond) = (count.clone(), received.clone(), respond.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
@@ -251,12 +272,11 @@ async fn writer(received: Arc<Mutex<Vec<serde_json::Value>>>, replies: Vec<Strin
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                received
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&buf[body_start..]).unwrap_or(serde_json::Value::Null));
+                let request: serde_json::Value =
+                    serde_json::from_slice(&buf[body_start..]).unwrap_or(serde_json::Value::Null);
+                received.lock().unwrap().push(request.clone());
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                let body = completion(&replies[n.min(replies.len() - 1)]);
+                let body = completion(&respond(&request, n));
                 let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = stream.write_all(reply.as_bytes()).await;
             });
@@ -508,4 +528,323 @@ async fn text_action_harnesses_roll_out_with_text_actions() {
         let Some(Event::TaskStart { model, .. }) = events.first() else { panic!("a trace starts with task-start") };
         assert_eq!(model.ends_with("(text actions)"), suffix, "text_actions = {text_actions}: model {model}");
     }
+}
+
+/// The user prompt of a chat request (the judge's prompt about one candidate).
+fn user_prompt(request: &serde_json::Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The candidate a judge prompt is about (`# Candidate C-R1-02`).
+fn candidate_of(prompt: &str) -> String {
+    prompt.lines().find_map(|l| l.strip_prefix("# Candidate ")).unwrap_or_default().trim().to_string()
+}
+
+/// A judge's reply: the JSON object, in a fence amid prose as models write it.
+fn verdict(verdict: &str, review: &str, revision: Option<&str>) -> String {
+    let object =
+        serde_json::json!({ "verdict": verdict, "review": review, "revision": revision, "concerns": ["evidence"] });
+    format!("My review follows.\n```json\n{object}\n```\n")
+}
+
+/// A reporter that keeps every event.
+#[derive(Default)]
+struct Collect(Mutex<Vec<Progress>>);
+impl Reporter for Collect {
+    fn report(&self, e: &Progress) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+/// Every candidate record of a run, in order.
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("candidates.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn record<'a>(records: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    records.iter().find(|r| r["manifest"]["candidate_id"] == id).unwrap_or_else(|| panic!("no record for {id}"))
+}
+
+/// The judge's rejection, and the offline planner's answer to a revision
+/// request, end to end: the judge (on loopback) rejects C-R1-01, asks for
+/// C-R1-02's claims to drop one target, and approves the rest. The rejected
+/// candidate never reaches the Gate; the narrowed one is reviewed again and
+/// gated in its original's place. The same run in a fresh store writes the
+/// same ledgers; an interrupted run, resumed, too, without asking the judge
+/// anything again (its replies are cached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_rejects_and_narrows_offline_and_the_gate_decides() {
+    const REJECTION: &str =
+        "It blocks every final answer alike, whatever the task; that games the format, not the failure.";
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let base = serve(received.clone(), |request, _| {
+        let prompt = user_prompt(request);
+        if prompt.contains("already a revision") {
+            return verdict("approve", "The narrowed claims match the evidence.", None);
+        }
+        match candidate_of(&prompt).as_str() {
+            "C-R1-01" => verdict("reject", REJECTION, None),
+            "C-R1-02" => {
+                let targets =
+                    prompt.lines().find_map(|l| l.strip_prefix("- predicted to unlock: ")).unwrap_or_default();
+                let first = targets.split(", ").next().unwrap_or_default();
+                verdict(
+                    "revise",
+                    "One predicted unlock has no malformed call in its trace.",
+                    Some(&format!("Drop {first} from the tasks to unlock.")),
+                )
+            }
+            _ => verdict("approve", "The evidence supports it.", None),
+        }
+    })
+    .await;
+    let cfg = || {
+        let mut c = config("shop");
+        c.name = "judged".into();
+        c.judge = Some(format!("openai:judge-7b@{base}"));
+        c.rounds = 1;
+        c.patience = 1;
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let seen = Collect::default();
+    let report =
+        evolve(&store, &rt(), cfg(), &paths(), &seen, &AtomicBool::new(false)).await.expect("the run completes");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let recs = records(&report.dir);
+
+    // (a) rejected: recorded with the judge's review, never gated.
+    let rejected = record(&recs, "C-R1-01");
+    assert_eq!(rejected["verdict"], "judge-rejected", "{rejected}");
+    assert_eq!(rejected["reason"], REJECTION);
+    assert_eq!(rejected["judge"]["review"]["verdict"], "reject");
+    assert!(rejected["judge"]["model"].as_str().unwrap().contains("judge-7b"));
+    assert!(rejected["gate"].is_null(), "a rejected candidate is not gated");
+    let events = seen.0.lock().unwrap().clone();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Progress::Stage { stage, detail, .. } if stage == "gate" && detail == "C-R1-01")),
+        "the Gate never saw C-R1-01"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Progress::Stage { stage, detail, .. } if stage == "judge" && detail == "C-R1-01")));
+    assert_eq!(report.tally["judge-rejected"], 1);
+    let rejected_json = std::fs::read_to_string(report.dir.join("rejected.json")).unwrap();
+    assert!(rejected_json.contains("judge-rejected") && rejected_json.contains(REJECTION), "{rejected_json}");
+
+    // The offline planner narrows C-R1-02's claims; the narrowed candidate
+    // is reviewed again and goes to the Gate in its original's place.
+    let narrowed = record(&recs, "C-R1-02");
+    let revision = &narrowed["judge"]["revision"];
+    assert_eq!(revision["outcome"], "replaced", "{narrowed}");
+    assert_eq!(revision["review"]["verdict"], "approve");
+    let before: Vec<String> =
+        serde_json::from_value(revision["set_aside"]["manifest"]["predicted_impact"]["tasks_will_unlock"].clone())
+            .unwrap();
+    let after: Vec<String> =
+        serde_json::from_value(narrowed["manifest"]["predicted_impact"]["tasks_will_unlock"].clone()).unwrap();
+    assert_eq!(after, before[1..], "the one target the request named is dropped, the rest kept");
+    assert!(revision["request"].as_str().unwrap().contains(&before[0]));
+    assert!(!narrowed["gate"].is_null(), "the narrowed candidate is gated: {narrowed}");
+    assert_eq!(report.tally["judge-revised"], 1);
+    // Approved ones go on; every record the Critic let through was judged.
+    for r in &recs {
+        assert!(!r["judge"].is_null(), "judged: {r}");
+    }
+    assert_eq!(record(&recs, "C-R1-03")["judge"]["review"]["verdict"], "approve");
+    let asked = received.lock().unwrap().len();
+    assert_eq!(asked, recs.len() + 1, "one review per candidate, one for the revision");
+
+    // Costs: each judge call's tokens, per candidate, per round and in all.
+    assert_eq!(rejected["cost"]["judge_tokens"], 1200);
+    assert_eq!(narrowed["cost"]["judge_tokens"], 2400, "the revision's review counts too");
+    let cost: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.dir.join("cost.json")).unwrap()).unwrap();
+    assert_eq!(cost["judge"]["calls"], asked);
+    assert_eq!(cost["judge"]["tokens"], 1200 * asked as u64);
+    assert_eq!(cost["rounds"][0]["judge"]["judge_rejected"], 1);
+    let journal = std::fs::read_to_string(report.dir.join("journal.md")).unwrap();
+    assert!(journal.contains("· judge openai:judge-7b@") && journal.contains("judge: reject — It blocks"), "{journal}");
+
+    // The same run in a fresh store: identical ledgers.
+    let first = ledgers(&report.dir);
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = Store::open(dir2.path().join(".kiln")).unwrap();
+    let again = evolve(&store2, &rt(), cfg(), &paths(), &Silent, &AtomicBool::new(false)).await.unwrap();
+    assert_same(&first, &ledgers(&again.dir));
+
+    // Interrupted at the Gate, then resumed: identical ledgers, and the
+    // resumed run reads every review from the cache.
+    struct StopAtGate<'a>(&'a AtomicBool);
+    impl Reporter for StopAtGate<'_> {
+        fn report(&self, e: &Progress) {
+            if matches!(e, Progress::Stage { stage, .. } if stage == "gate") {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let dir3 = tempfile::tempdir().unwrap();
+    let store3 = Store::open(dir3.path().join(".kiln")).unwrap();
+    let stop = AtomicBool::new(false);
+    let cut = evolve(&store3, &rt(), cfg(), &paths(), &StopAtGate(&stop), &stop).await.unwrap();
+    assert_eq!(cut.status, "interrupted");
+    let asked_before_resume = received.lock().unwrap().len();
+    let resumed = resume(&store3, &rt(), "judged", &paths(), &Silent, &AtomicBool::new(false)).await.unwrap();
+    assert_eq!(received.lock().unwrap().len(), asked_before_resume, "resumed reviews come from the cache");
+    assert_same(&first, &ledgers(&resumed.dir));
+}
+
+/// The model-written path with a judge that asks for a revision, and then
+/// (not allowed) for another: the writer's conversation goes on with the
+/// judge's request, the revised source is compiled, smoke-tested, reviewed
+/// again (the second request is declined and kept for the ledger) and gated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_request_goes_back_to_the_writer_and_the_revision_is_gated() {
+    const ASK: &str = "Say in the block reason that the next reply must be a tool call.";
+    const ASK_AGAIN: &str = "Also cap it at one block.";
+    let revised =
+        fixed().replace("keep going: the task is not done", "keep going: the task is not done; reply with a tool call");
+    assert_ne!(revised, fixed());
+    let to_writer = Arc::new(Mutex::new(Vec::new()));
+    let replies = vec![format!("Here it is:\n```rust\n{}```\n", fixed()), format!("Revised:\n```rust\n{revised}```\n")];
+    let writer_base = writer(to_writer.clone(), replies).await;
+    let to_judge = Arc::new(Mutex::new(Vec::new()));
+    let judge_base = serve(to_judge.clone(), |request, _| {
+        if user_prompt(request).contains("already a revision") {
+            verdict("revise", "Better; it still blocks twice.", Some(ASK_AGAIN))
+        } else {
+            verdict("revise", "The block reason does not say what to do instead.", Some(ASK))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let mut cfg = config("shop");
+    cfg.name = "revised".into();
+    cfg.meta = Some(format!("openai:writer@{writer_base}"));
+    cfg.judge = Some(format!("openai:judge@{judge_base}"));
+    cfg.candidates = 1;
+    cfg.rounds = 1;
+    cfg.patience = 1;
+    let report =
+        evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run completes");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    // The writer got the judge's request as the next turn of its conversation.
+    let writes = to_writer.lock().unwrap().clone();
+    assert_eq!(writes.len(), 2, "the first source, then the revision");
+    let turns = writes[1]["messages"].as_array().unwrap();
+    let first_turns = writes[0]["messages"].as_array().unwrap();
+    assert_eq!(turns[..first_turns.len()], first_turns[..], "the conversation goes on");
+    let answer = &turns[turns.len() - 2];
+    assert_eq!(answer["role"], "assistant");
+    assert!(answer["content"].as_str().unwrap().contains("Here it is:"), "its own first reply is in the conversation");
+    let follow_up = turns.last().unwrap()["content"].as_str().unwrap();
+    assert!(
+        follow_up.contains("A reviewer read this processor")
+            && follow_up.contains(ASK)
+            && follow_up.contains("```rust"),
+        "{follow_up}"
+    );
+    assert!(!writes.iter().any(|w| w.to_string().contains(ASK_AGAIN)), "the second request never reaches the writer");
+
+    // The revision was compiled, reviewed again with the request it answers, and gated.
+    let judged = to_judge.lock().unwrap().clone();
+    assert_eq!(judged.len(), 2, "one review, one review of the revision");
+    let second = user_prompt(&judged[1]);
+    assert!(second.contains("already a revision") && second.contains(ASK) && second.contains("reply with a tool call"));
+    let recs = records(&report.dir);
+    let c = &recs[0];
+    let revision = &c["judge"]["revision"];
+    assert_eq!(c["judge"]["review"]["verdict"], "revise", "{c}");
+    assert_eq!(revision["outcome"], "replaced", "{c}");
+    assert_eq!(revision["review"]["verdict"], "approve", "a second revise counts as approve");
+    assert_eq!(revision["review"]["declined_revision"], ASK_AGAIN);
+    assert_ne!(c["build"]["source"], revision["set_aside"]["build"]["source"], "the revised source was built");
+    assert_ne!(c["manifest"]["harness"], revision["set_aside"]["manifest"]["harness"]);
+    assert!(!c["gate"].is_null(), "the revision went to the Gate: {c}");
+    assert!(c["verdict"] == "shipped" || c["verdict"].as_str().unwrap().starts_with("gate:"), "{c}");
+    if c["verdict"] == "shipped" {
+        assert_eq!(report.ships[0].harness, c["manifest"]["harness"].as_str().unwrap(), "the revision is what shipped");
+    }
+    assert_eq!(c["cost"]["compile_attempts"], 2, "the first source and the revision");
+    assert_eq!(c["cost"]["meta_tokens"], 2400);
+    assert_eq!(c["cost"]["judge_tokens"], 2400);
+    assert_eq!(report.rounds[0].meta_tokens, 2400, "the round's cost row counts the revision's tokens");
+}
+
+/// A judge that answers garbage leaves "no review" on every candidate, and
+/// the run goes on as it would without a judge: the Gate decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_answering_garbage_leaves_no_review_and_the_run_goes_on() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let base = serve(received.clone(), |_, _| "Looks fine to me, ship it!".to_string()).await;
+    let mut cfg = config("shop");
+    cfg.name = "garbage".into();
+    cfg.judge = Some(format!("openai:judge@{base}"));
+    cfg.rounds = 1;
+    cfg.patience = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let report = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run goes on");
+    let recs = records(&report.dir);
+    assert!(!recs.is_empty());
+    for r in &recs {
+        let error = r["judge"]["error"].as_str().unwrap_or_else(|| panic!("no error recorded: {r}"));
+        assert!(error.starts_with("no review: ") && error.contains("holds no JSON object"), "{error}");
+        assert!(r["judge"]["review"].is_null());
+        assert_eq!(r["cost"]["judge_tokens"], 1200, "an unreadable reply was still paid for");
+    }
+    assert_eq!(report.tally["judge-rejected"], 0);
+    assert!(recs.iter().any(|r| !r["gate"].is_null()), "candidates went on to the Gate");
+    assert!(!report.ships.is_empty(), "the Gate decides, as without a judge");
+    assert_eq!(received.lock().unwrap().len(), recs.len());
+}
+
+/// A revision that does not compile is recorded with its compile error, and
+/// the original goes on to the Gate unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_does_not_build_leaves_the_original_to_the_gate() {
+    let to_writer = Arc::new(Mutex::new(Vec::new()));
+    let replies = vec![format!("```rust\n{}```\n", fixed()), format!("Revised:\n```rust\n{BROKEN}```\n")];
+    let writer_base = writer(to_writer.clone(), replies).await;
+    let to_judge = Arc::new(Mutex::new(Vec::new()));
+    let judge_base =
+        serve(to_judge.clone(), |_, _| verdict("revise", "It blocks too often.", Some("Block at most once."))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join(".kiln")).unwrap();
+    let mut cfg = config("shop");
+    cfg.name = "unbuilt".into();
+    cfg.meta = Some(format!("openai:writer@{writer_base}"));
+    cfg.judge = Some(format!("openai:judge@{judge_base}"));
+    cfg.candidates = 1;
+    cfg.rounds = 1;
+    cfg.patience = 1;
+    cfg.repairs = 0;
+    let report =
+        evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run completes");
+    let recs = records(&report.dir);
+    let c = &recs[0];
+    let revision = &c["judge"]["revision"];
+    assert_eq!(revision["outcome"], "kept-original", "{c}");
+    assert!(revision["detail"].as_str().unwrap().contains("evolver:build"), "{revision}");
+    assert_eq!(revision["set_aside"]["failed"][0], "evolver:build", "the failed revision is recorded");
+    assert!(revision["review"].is_null(), "a revision that never built is not reviewed");
+    assert_eq!(to_judge.lock().unwrap().len(), 1);
+    assert!(!c["gate"].is_null(), "the original went on to the Gate: {c}");
+    assert_eq!(c["build"]["attempts"], 1, "the record's build is the original's");
+    assert_eq!(c["cost"]["compile_attempts"], 2, "both builds are paid for");
+    assert_eq!(report.tally["judge-revised"], 0);
 }

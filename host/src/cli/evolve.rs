@@ -10,6 +10,12 @@
 //! `--json`. Ctrl-C stops at the next safe point: the ledgers stay
 //! consistent and `kiln evolve resume NAME` picks the run up, reusing every
 //! finished rollout and build.
+//!
+//! `--meta` and `--judge` take one model spec each (`sim:...`,
+//! `openai:MODEL@URL`, `anthropic:MODEL`), stored in the run's `run.json`,
+//! so `resume` asks the same models. With `--judge`, the judge model reviews
+//! every candidate the Critic lets through and may reject it or ask for one
+//! revision; the Gate still decides.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -70,6 +76,10 @@ pub struct RunArgs {
     /// The model that writes processor code (e.g. openai:MODEL@URL); without it, templates.
     #[arg(long)]
     pub meta: Option<String>,
+    /// A model that reviews each candidate the Critic lets through (e.g.
+    /// openai:MODEL@URL): approve, reject, or one revision; the gate decides.
+    #[arg(long)]
+    pub judge: Option<String>,
     /// Train task indices (the evolution batch): `0..40`, `3,5,9`.
     #[arg(long, default_value = "0..40")]
     pub train: String,
@@ -181,6 +191,9 @@ fn hint_for(e: EvolveError) -> CliError {
         ),
         EvolveError::Name { .. } => Some("e.g. --name shop-2".to_string()),
         EvolveError::UnknownEnv(_) => Some("--env shop or --env house".to_string()),
+        EvolveError::Model { .. } => Some(
+            "--model, --meta and --judge take sim:weak|mid|strong, openai:MODEL@URL or anthropic:MODEL".to_string(),
+        ),
         _ => None,
     };
     CliError { error: e.into(), hint }
@@ -213,6 +226,7 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
             cfg.start = a.from;
             cfg.model = a.model;
             cfg.meta = a.meta;
+            cfg.judge = a.judge;
             cfg.train = indices(&a.train, "train")?;
             cfg.test = indices(&a.test, "test")?;
             cfg.seeds = a
@@ -265,14 +279,35 @@ fn print_report(r: &Report) {
     println!("train      {}", r.train_curve.iter().map(|(k, n)| format!("R{k} {n}")).collect::<Vec<_>>().join("  ·  "));
     println!("regressions let through: {}", r.let_through);
     println!("candidates {}", r.tally.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    let tallies: Vec<_> = r.rounds.iter().filter_map(|row| row.judge.as_ref()).collect();
+    if !tallies.is_empty() {
+        let tokens: u64 = tallies.iter().map(|t| t.input_tokens + t.output_tokens).sum();
+        println!(
+            "judge      {} reviews in {} calls, {tokens} tokens (ledger: cost.json)",
+            tallies.iter().map(|t| t.reviewed).sum::<usize>(),
+            tallies.iter().map(|t| t.calls).sum::<usize>()
+        );
+    }
+    // The judge column (approved / revise / rejected / no review, then
+    // revisions that replaced their original) only in runs with a judge.
+    let judged = r.rounds.iter().any(|row| row.judge.is_some());
+    let judge_head = if judged { format!("  {:<22}", "judge ok/rev/rej/none") } else { String::new() };
     println!(
-        "\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}  idle",
+        "\n{:>5}  {:>7}  {:<36}  {:>8}  {:<10}  {:>8}{judge_head}  idle",
         "round", "action.", "top themes", "proposed", "shipped", "rollouts"
     );
     for row in &r.rounds {
         let themes = row.themes.iter().take(3).map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
+        let judge = match (&row.judge, judged) {
+            (Some(t), _) => format!(
+                "  {:<22}",
+                format!("{}/{}/{}/{} ({} revised)", t.approved, t.revise, t.rejected, t.no_review, t.replaced)
+            ),
+            (None, true) => format!("  {:<22}", "-"),
+            (None, false) => String::new(),
+        };
         println!(
-            "{:>5}  {:>7.3}  {:<36}  {:>8}  {:<10}  {:>8}  {}",
+            "{:>5}  {:>7.3}  {:<36}  {:>8}  {:<10}  {:>8}{judge}  {}",
             row.round,
             row.actionability,
             themes,

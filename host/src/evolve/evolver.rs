@@ -16,6 +16,14 @@
 //! break a composition rule (a second processor in a singleton group, a
 //! colliding tool) is refused with that rule's message, and the candidate
 //! harness carries its parent and edit as lineage.
+//!
+//! A `judge` may ask for one revision of a candidate ([`Workbench::rewrite`],
+//! [`Workbench::narrow`]). A model-written candidate keeps its writer's
+//! conversation, so the request goes back to the same conversation and the
+//! reply takes the same road: compile, repair, smoke. A template has no
+//! writer: the offline planner can only narrow its parameters, and only in
+//! ways that cannot widen what it does (drop the aliases or predicted
+//! targets the request names); any other request is left unanswered.
 
 use std::sync::Arc;
 
@@ -153,6 +161,12 @@ pub struct Candidate {
     /// The processors ahead of it in the candidate harness.
     #[serde(skip)]
     pub before: Vec<String>,
+    /// The meta writer's conversation that produced `source_text` (prompts
+    /// and replies, the last reply included); empty for templates, stock
+    /// processors, and config or prompt edits. A judge's revision request
+    /// continues it.
+    #[serde(skip)]
+    pub conversation: Vec<Message>,
 }
 
 /// Inputs the Evolver shares across a round.
@@ -233,6 +247,110 @@ pub fn smoke_traces(lab: &Lab, results: &[TaskResult], targets: &[String]) -> Ve
     failing.chain(solved).filter_map(|r| lab.events(&r.trace).ok().map(|e| (r.task.clone(), e))).collect()
 }
 
+/// What an edit means for its manifest.
+struct EditFacts {
+    /// The attribution signature: what must fire, and its name.
+    attr_kind: &'static str,
+    attr_name: String,
+    /// The config the new or changed processor runs with (canonical text).
+    config_text: Option<String>,
+    file_changes: Vec<String>,
+}
+
+/// The attribution signature, config text and file changes of `edit`.
+/// `source` is the build's source hash (`stock:<name>` for a stock
+/// processor), `intended` the processor a failed lever meant to add, and
+/// `crate_name` the crate generated source is built in.
+fn edit_facts(edit: Option<&Edit>, source: Option<&str>, intended: Option<String>, crate_name: &str) -> EditFacts {
+    let (attr_kind, attr_name) = match edit {
+        Some(Edit::Insert { name, .. } | Edit::Replace { name, .. }) => ("processor_invocation", name.clone()),
+        Some(Edit::SetConfig { target, .. }) => ("processor_invocation", target.clone()),
+        Some(Edit::Remove { target }) => ("processor_absent", target.clone()),
+        Some(Edit::AppendSystemLine { line }) => ("prompt_feature", line.clone()),
+        Some(Edit::SetSystem { text }) => ("prompt_feature", text.clone()),
+        Some(Edit::Merge { other }) => ("processor_invocation", other.to_hex()),
+        None => ("processor_invocation", intended.unwrap_or_default()),
+    };
+    let config_text = match edit {
+        Some(Edit::Insert { processor, .. } | Edit::Replace { processor, .. }) => Some(processor.config_text()),
+        Some(Edit::SetConfig { config, .. }) => Some(canonical_text(config)),
+        _ => None,
+    };
+    let file_changes = match (edit, source) {
+        (Some(Edit::AppendSystemLine { .. } | Edit::SetSystem { .. }), _) => vec!["harness.system".to_string()],
+        (Some(Edit::SetConfig { target, .. }), _) => vec![format!("processors.{target}.config")],
+        (Some(Edit::Remove { target }), _) => vec![format!("processors.{target}")],
+        (_, Some(src)) if src.starts_with("stock:") => vec![format!("processors.{}", &src[6..])],
+        (_, Some(src)) => vec![
+            format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]),
+            format!("cache/evolve-crates/{crate_name}/src/lib.rs"),
+        ],
+        _ => vec![format!("processors.{attr_name}")],
+    };
+    EditFacts { attr_kind, attr_name, config_text, file_changes }
+}
+
+/// The narrowing [`Workbench::narrow`] makes: drop from a tool-alias
+/// table the invented names `asked` names (some alias must remain), and from
+/// `impact` the task ids it names (some target to unlock must remain).
+/// Returns what was dropped in one line, or why nothing could be.
+fn narrow_by_names(edit: &mut Option<Edit>, impact: &mut Impact, asked: &str) -> Result<String, String> {
+    let named: std::collections::BTreeSet<&str> = asked
+        .split(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '/')))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut did = Vec::new();
+    if let Some(Edit::Insert { processor, name }) = edit {
+        if let Some(Value::Object(aliases)) = processor.config.get("aliases").cloned() {
+            let (dropped, kept): (Vec<_>, Vec<_>) = aliases.into_iter().partition(|(k, _)| named.contains(k.as_str()));
+            if !dropped.is_empty() && kept.is_empty() {
+                return Err(format!(
+                    "the request names every alias of {name}; dropping them all would leave nothing to revise"
+                ));
+            }
+            if !dropped.is_empty() {
+                did.push(format!(
+                    "dropped the alias(es) {} from {name}",
+                    dropped.iter().map(|(k, _)| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ));
+                processor.config.insert("aliases".into(), Value::Object(kept.into_iter().collect()));
+            }
+        }
+    }
+    let keep =
+        |ids: &[String]| -> Vec<String> { ids.iter().filter(|t| !named.contains(t.as_str())).cloned().collect() };
+    let unlock = keep(&impact.tasks_will_unlock);
+    if unlock.len() < impact.tasks_will_unlock.len() && !unlock.is_empty() {
+        did.push(format!("dropped {} task(s) from the tasks to unlock", impact.tasks_will_unlock.len() - unlock.len()));
+        impact.tasks_will_unlock = unlock;
+    }
+    let stabilize = keep(&impact.tasks_will_stabilize);
+    if stabilize.len() < impact.tasks_will_stabilize.len() {
+        did.push(format!(
+            "dropped {} task(s) from the tasks to stabilize",
+            impact.tasks_will_stabilize.len() - stabilize.len()
+        ));
+        impact.tasks_will_stabilize = stabilize;
+    }
+    if did.is_empty() {
+        return Err("the offline planner can only narrow a candidate (drop the tool aliases or predicted targets \
+                    a request names), and this request names none of this candidate's"
+            .into());
+    }
+    Ok(did.join("; "))
+}
+
+/// The processors ahead of the one that must fire, in `harness`'s pipeline
+/// (what a smoke test replays it behind).
+fn ahead_of(harness: Option<&Harness>, a: &Attribution) -> Vec<String> {
+    match harness {
+        Some(h) if a.kind == "processor_invocation" => {
+            h.processors().iter().map(|p| p.name().to_string()).take_while(|n| *n != a.name).collect()
+        }
+        _ => vec![],
+    }
+}
+
 impl Workbench<'_> {
     fn excerpts(&self, theme: Category) -> String {
         let mut s = String::new();
@@ -266,10 +384,22 @@ impl Workbench<'_> {
         &mut self,
         theme: Category,
         build: &mut BuildRecord,
-    ) -> Result<(Built, String), (String, String)> {
-        let model = self.meta.expect("only called with a meta model");
-        let mut messages =
+    ) -> Result<(Built, String, Vec<Message>), (String, String)> {
+        let messages =
             vec![Message::user(meta::first_prompt(theme.name(), &self.digest.summary(12), &self.excerpts(theme)))];
+        self.write(messages, build).await
+    }
+
+    /// Go on with the meta writer's conversation `messages` (its last
+    /// message is a request) until its reply compiles or the repairs run
+    /// out. Returns the build, the source, and the conversation with the
+    /// reply that built appended.
+    async fn write(
+        &mut self,
+        mut messages: Vec<Message>,
+        build: &mut BuildRecord,
+    ) -> Result<(Built, String, Vec<Message>), (String, String)> {
+        let model = self.meta.expect("only called with a meta model");
         loop {
             if self.meta_tokens_left == 0 {
                 return Err(("evolver:budget".into(), "the meta-model token budget is spent".into()));
@@ -288,7 +418,10 @@ impl Workbench<'_> {
             };
             build.attempts += 1;
             match self.forge.build(&self.lab.rt, "model-written", &code) {
-                Ok(b) => return Ok((b, code)),
+                Ok(b) => {
+                    messages.push(Message::assistant(x.reply, vec![]));
+                    return Ok((b, code, messages));
+                }
                 Err(ForgeError::Compile(errors)) => {
                     build
                         .errors
@@ -335,6 +468,7 @@ impl Workbench<'_> {
         let mut source_text = None;
         let mut global = false;
         let mut built: Option<Built> = None;
+        let mut conversation = Vec::new();
         // The edit, or (stage, reason) when the lever could not make one, with
         // the name of the processor it meant to add.
         let made: Result<Edit, (String, String, String)> = match l.kind {
@@ -439,10 +573,11 @@ impl Workbench<'_> {
                 Ok(Edit::Remove { target })
             }
             LeverKind::ModelWritten => match self.model_written(d.theme, &mut build).await {
-                Ok((b, code)) => {
+                Ok((b, code, messages)) => {
                     build.component = Some(b.component.clone());
                     build.source = Some(b.source.clone());
                     source_text = Some(code);
+                    conversation = messages;
                     let edit = insert_edit(&b, json!({}));
                     built = Some(b);
                     Ok(edit)
@@ -470,34 +605,8 @@ impl Workbench<'_> {
             },
             _ => None,
         };
-        let (attr_kind, attr_name) = match &edit {
-            Some(Edit::Insert { name, .. } | Edit::Replace { name, .. }) => ("processor_invocation", name.clone()),
-            Some(Edit::SetConfig { target, .. }) => ("processor_invocation", target.clone()),
-            Some(Edit::Remove { target }) => ("processor_absent", target.clone()),
-            Some(Edit::AppendSystemLine { line }) => ("prompt_feature", line.clone()),
-            Some(Edit::SetSystem { text }) => ("prompt_feature", text.clone()),
-            Some(Edit::Merge { other }) => ("processor_invocation", other.to_hex()),
-            None => ("processor_invocation", intended.clone().unwrap_or_default()),
-        };
-        let config_text = match &edit {
-            Some(Edit::Insert { processor, .. } | Edit::Replace { processor, .. }) => Some(processor.config_text()),
-            Some(Edit::SetConfig { config, .. }) => Some(canonical_text(config)),
-            _ => None,
-        };
-        let file_changes = match (&edit, &build.source) {
-            (Some(Edit::AppendSystemLine { .. } | Edit::SetSystem { .. }), _) => vec!["harness.system".to_string()],
-            (Some(Edit::SetConfig { target, .. }), _) => vec![format!("processors.{target}.config")],
-            (Some(Edit::Remove { target }), _) => vec![format!("processors.{target}")],
-            (_, Some(src)) if src.starts_with("stock:") => vec![format!("processors.{}", &src[6..])],
-            (_, Some(src)) => vec![
-                format!("processors.{} (source {})", attr_name, &src[..12.min(src.len())]),
-                format!(
-                    "cache/evolve-crates/{}/src/lib.rs",
-                    if l.kind == LeverKind::ModelWritten { "model-written" } else { l.id }
-                ),
-            ],
-            _ => vec![format!("processors.{attr_name}")],
-        };
+        let crate_name = if l.kind == LeverKind::ModelWritten { "model-written" } else { l.id };
+        let facts = edit_facts(edit.as_ref(), build.source.as_deref(), intended, crate_name);
         let manifest = Manifest {
             candidate_id: format!("C-R{}-{:02}", self.round, index + 1),
             lever: l.id.to_string(),
@@ -506,23 +615,22 @@ impl Workbench<'_> {
             theme: d.theme,
             edit,
             capability_evidence: evidence,
-            file_changes,
+            file_changes: facts.file_changes,
             predicted_impact: Impact {
                 tasks_will_unlock: theme_tasks.clone(),
                 tasks_will_stabilize: stabilize,
                 tasks_at_risk: if global { solved } else { vec![] },
             },
-            attribution_signature: Attribution { kind: attr_kind.into(), name: attr_name, expected_min_calls: 1 },
+            attribution_signature: Attribution {
+                kind: facts.attr_kind.into(),
+                name: facts.attr_name,
+                expected_min_calls: 1,
+            },
             parent: self.incumbent.id().to_hex(),
             harness: harness.as_ref().map(|h| h.id().to_hex()).unwrap_or_default(),
         };
-        let before: Vec<String> = match (&harness, &manifest.attribution_signature) {
-            (Some(h), a) if a.kind == "processor_invocation" => {
-                h.processors().iter().map(|p| p.name().to_string()).take_while(|n| *n != a.name).collect()
-            }
-            _ => vec![],
-        };
         let mut cand = Candidate {
+            before: ahead_of(harness.as_ref(), &manifest.attribution_signature),
             manifest,
             build,
             smoke: None,
@@ -530,12 +638,19 @@ impl Workbench<'_> {
             source_text,
             harness,
             loaded: built.as_ref().map(|b| b.loaded.clone()),
-            config_text,
-            before,
+            config_text: facts.config_text,
+            conversation,
         };
+        self.smoke_test(&mut cand);
+        Some(cand)
+    }
+
+    /// Replay a candidate that is still standing on the traces of the tasks
+    /// it targets and on solved ones; a failure ends it at `evolver:smoke`.
+    fn smoke_test(&self, cand: &mut Candidate) {
         if cand.failed.is_none() {
             if let (Some(loaded), Some(cfg)) = (&cand.loaded, &cand.config_text) {
-                let traces = smoke_traces(self.lab, self.results, &theme_tasks);
+                let traces = smoke_traces(self.lab, self.results, &cand.manifest.predicted_impact.tasks_will_unlock);
                 let report = smoke(&self.lab.rt, loaded, cfg, &cand.before, &traces);
                 if !report.passed {
                     cand.failed = Some(("evolver:smoke".into(), report.reason.clone().unwrap_or_default()));
@@ -543,7 +658,131 @@ impl Workbench<'_> {
                 cand.smoke = Some(report);
             }
         }
-        Some(cand)
+    }
+
+    /// Answer a judge's revision request for a model-written candidate:
+    /// the writer's conversation goes on with `follow_up` (see
+    /// [`super::judge::writer_follow_up`]) and the reply goes through the
+    /// same compile, repair and smoke steps as the first proposal, with the
+    /// same repair budget. The revision keeps the original's id, lever and
+    /// predicted impact and runs with the original's config; its build
+    /// record counts only the revision's attempts and tokens. A revision
+    /// that comes out as the original harness again is ended at
+    /// `evolver:unchanged`. `None` when `original` has no writer's
+    /// conversation to continue (see [`Workbench::narrow`]).
+    pub async fn rewrite(&mut self, original: &Candidate, follow_up: String) -> Option<Candidate> {
+        if original.conversation.is_empty() || self.meta.is_none() {
+            return None;
+        }
+        let config = match &original.manifest.edit {
+            Some(Edit::Insert { processor, .. } | Edit::Replace { processor, .. }) => {
+                Value::Object(processor.config.clone())
+            }
+            _ => json!({}),
+        };
+        let mut messages = original.conversation.clone();
+        messages.push(Message::user(follow_up));
+        let mut build = BuildRecord::default();
+        let mut revised = match self.write(messages, &mut build).await {
+            Ok((b, code, conversation)) => {
+                build.component = Some(b.component.clone());
+                build.source = Some(b.source.clone());
+                let edit = insert_edit(&b, config);
+                let mut c = self.revised(original, original.manifest.clone(), Some(edit), build, Some(&b), None);
+                c.source_text = Some(code);
+                c.conversation = conversation;
+                c
+            }
+            Err(failed) => self.revised(original, original.manifest.clone(), None, build, None, Some(failed)),
+        };
+        if revised.failed.is_none() && revised.manifest.harness == original.manifest.harness {
+            revised.failed = Some((
+                "evolver:unchanged".into(),
+                "the revised source builds the same harness as the original: the request was not answered".into(),
+            ));
+        }
+        Some(revised)
+    }
+
+    /// Answer a judge's revision request for a candidate without a writer
+    /// (a template, a stock processor, a config or prompt edit). The
+    /// offline planner cannot rewrite code, so it only narrows, and only
+    /// where narrowing cannot widen what the edit does or claims:
+    /// - a tool-alias table drops the invented names `asked` names (at
+    ///   least one alias must remain);
+    /// - the predicted impact drops the task ids `asked` names from the
+    ///   tasks to unlock (at least one must remain: the Gate needs a
+    ///   target) and from the tasks to stabilize.
+    ///
+    /// A name counts when it appears in `asked` as a whole token (letters,
+    /// digits, `_`, `-`, `/`). The narrowed candidate is derived, smoke-tested
+    /// and (by the caller) reviewed again like any other. `Err` says why the
+    /// request could not be answered; the caller then lets the original go
+    /// on unchanged.
+    pub fn narrow(&mut self, original: &Candidate, asked: &str) -> Result<(Candidate, String), String> {
+        let mut edit = original.manifest.edit.clone();
+        let mut manifest = original.manifest.clone();
+        let did = narrow_by_names(&mut edit, &mut manifest.predicted_impact, asked)?;
+        let built = original.loaded.as_ref().map(|loaded| Built {
+            component: original.build.component.clone().unwrap_or_default(),
+            source: original.build.source.clone().unwrap_or_default(),
+            loaded: loaded.clone(),
+        });
+        // Same code, so the same build: the record is the original's (the
+        // ledgers count it once).
+        let mut c = self.revised(original, manifest, edit, original.build.clone(), built.as_ref(), None);
+        c.source_text = original.source_text.clone();
+        Ok((c, did))
+    }
+
+    /// A revision of `original` from `manifest` (its claims, possibly
+    /// narrowed) and a new `edit`: derived from the incumbent, described,
+    /// and smoke-tested like a first proposal. `failed` ends it where it
+    /// stands.
+    fn revised(
+        &self,
+        original: &Candidate,
+        mut manifest: Manifest,
+        edit: Option<Edit>,
+        build: BuildRecord,
+        built: Option<&Built>,
+        mut failed: Option<(String, String)>,
+    ) -> Candidate {
+        let harness = match (&edit, &failed) {
+            (Some(edit), None) => match self.derive(edit) {
+                Ok(h) => Some(h),
+                Err(reason) => {
+                    failed = Some(("evolver:edit".into(), reason));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let crate_name = match lever(&original.manifest.lever) {
+            Some(l) if l.kind != LeverKind::ModelWritten => l.id,
+            _ => "model-written",
+        };
+        let intended = Some(original.manifest.attribution_signature.name.clone());
+        let facts = edit_facts(edit.as_ref(), build.source.as_deref(), intended, crate_name);
+        manifest.edit = edit;
+        manifest.file_changes = facts.file_changes;
+        manifest.attribution_signature.kind = facts.attr_kind.into();
+        manifest.attribution_signature.name = facts.attr_name;
+        manifest.harness = harness.as_ref().map(|h| h.id().to_hex()).unwrap_or_default();
+        let mut cand = Candidate {
+            before: ahead_of(harness.as_ref(), &manifest.attribution_signature),
+            manifest,
+            build,
+            smoke: None,
+            failed,
+            source_text: None,
+            harness,
+            loaded: built.map(|b| b.loaded.clone()),
+            config_text: facts.config_text,
+            conversation: vec![],
+        };
+        self.smoke_test(&mut cand);
+        cand
     }
 
     /// The incumbent with `edit` applied, through the harness room's edits
@@ -568,6 +807,45 @@ mod tests {
     use super::*;
     use crate::evolve::digest::{aggregate, TaskDigest};
     use crate::trace::EndReason;
+
+    #[test]
+    fn narrowing_drops_only_what_the_request_names() {
+        let aliases = json!({ "aliases": { "buy_now": "buy", "search_products": "search" } });
+        let insert = || {
+            Some(Edit::Insert {
+                name: "tool-alias".into(),
+                processor: ProcessorEntry::new(ObjectId::of(b"c")).with_config(aliases.as_object().unwrap().clone()),
+            })
+        };
+        let impact = || Impact {
+            tasks_will_unlock: vec!["shop/train/3".into(), "shop/train/31".into()],
+            tasks_will_stabilize: vec!["shop/train/4".into()],
+            tasks_at_risk: vec!["shop/train/5".into()],
+        };
+        let (mut edit, mut claims) = (insert(), impact());
+        let did = narrow_by_names(
+            &mut edit,
+            &mut claims,
+            "Drop the `buy_now` alias; shop/train/3, shop/train/4 and shop/train/5 are not supported.",
+        )
+        .unwrap();
+        assert_eq!(did, "dropped the alias(es) `buy_now` from tool-alias; dropped 1 task(s) from the tasks to unlock; dropped 1 task(s) from the tasks to stabilize");
+        let Some(Edit::Insert { processor, .. }) = &edit else { panic!() };
+        assert_eq!(processor.config["aliases"], json!({ "search_products": "search" }));
+        assert_eq!(claims.tasks_will_unlock, ["shop/train/31"], "a whole id only: shop/train/31 stays");
+        assert!(claims.tasks_will_stabilize.is_empty());
+        assert_eq!(claims.tasks_at_risk, ["shop/train/5"], "tasks at risk are never narrowed away");
+
+        // Nothing named: unanswered. Everything named: nothing is left to revise.
+        let e = narrow_by_names(&mut insert(), &mut impact(), "Make it smarter.").unwrap_err();
+        assert!(e.contains("names none of this candidate's"), "{e}");
+        let e = narrow_by_names(&mut insert(), &mut impact(), "buy_now and search_products are wrong").unwrap_err();
+        assert!(e.contains("every alias"), "{e}");
+        // The last target to unlock is kept: the Gate needs one.
+        let mut one = Impact { tasks_will_unlock: vec!["shop/train/3".into()], ..Default::default() };
+        assert!(narrow_by_names(&mut None, &mut one, "shop/train/3").is_err());
+        assert_eq!(one.tasks_will_unlock, ["shop/train/3"]);
+    }
 
     #[test]
     fn aliases_fit_the_invented_names_only() {

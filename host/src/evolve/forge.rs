@@ -107,7 +107,8 @@ impl Forge {
         // One crate dir per name is shared by every run that builds it: hold
         // an exclusive lock from writing the source to reading the artifact,
         // or a concurrent build could ship the other writer's source.
-        std::fs::create_dir_all(&dir).map_err(|e| ForgeError::Build(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ForgeError::Build(format!("cannot create {}: {e}", dir.display())))?;
         let lock_path = dir.with_extension("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -288,8 +289,7 @@ pub fn replay_at(
         fold.apply(e)?;
         // The candidate's turn: after the last recorded call of a predecessor.
         if let Some(hook) = pending {
-            let next_is_predecessor =
-                matches!(events.get(i + 1), Some(Event::Call { report, .. }) if before.iter().any(|b| **b == *report.processor));
+            let next_is_predecessor = matches!(events.get(i + 1), Some(Event::Call { report, .. }) if before.iter().any(|b| **b == *report.processor));
             let at_hook_start = matches!(e, Event::Hook { .. });
             let after_call = matches!(e, Event::Call { .. });
             if (at_hook_start || after_call) && !next_is_predecessor {

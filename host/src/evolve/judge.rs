@@ -233,13 +233,26 @@ pub enum JudgeError {
     },
     /// The model answered with nothing but whitespace.
     #[error("the judge model {model} gave an empty reply for candidate {candidate}; expected one JSON object with a `verdict`")]
-    Empty { model: String, candidate: String },
+    Empty { model: String, candidate: String, usage: Usage },
     /// The reply holds no JSON object at all.
     #[error("the judge model {model}'s reply for candidate {candidate} holds no JSON object; expected {{\"verdict\": ..., \"review\": ...}}. The reply begins: {start:?}")]
-    NoJson { model: String, candidate: String, start: String },
+    NoJson { model: String, candidate: String, start: String, usage: Usage },
     /// The reply holds JSON, but not a usable review.
     #[error("the judge model {model}'s reply for candidate {candidate} is not a usable review: {problem}. The reply begins: {start:?}")]
-    Invalid { model: String, candidate: String, problem: String, start: String },
+    Invalid { model: String, candidate: String, problem: String, start: String, usage: Usage },
+}
+
+impl JudgeError {
+    /// Tokens the failed call still used: a reply that could not be read
+    /// was paid for all the same (zero when the call itself failed).
+    pub fn usage(&self) -> Usage {
+        match self {
+            JudgeError::Model { .. } => Usage::default(),
+            JudgeError::Empty { usage, .. } | JudgeError::NoJson { usage, .. } | JudgeError::Invalid { usage, .. } => {
+                *usage
+            }
+        }
+    }
 }
 
 /// What the model said, as cached.
@@ -499,16 +512,17 @@ fn parse_concerns(object: &Map<String, Value>) -> Result<Vec<String>, String> {
 fn parse_review(reply: &str, input: &JudgeInput, model: &str, usage: Usage) -> Result<JudgeReview, JudgeError> {
     let candidate = input.candidate_id.clone();
     if reply.trim().is_empty() {
-        return Err(JudgeError::Empty { model: model.to_string(), candidate });
+        return Err(JudgeError::Empty { model: model.to_string(), candidate, usage });
     }
     let invalid = |problem: String| JudgeError::Invalid {
         model: model.to_string(),
         candidate: input.candidate_id.clone(),
         problem,
         start: quote(reply),
+        usage,
     };
     let Some(object) = find_object(reply) else {
-        return Err(JudgeError::NoJson { model: model.to_string(), candidate, start: quote(reply) });
+        return Err(JudgeError::NoJson { model: model.to_string(), candidate, start: quote(reply), usage });
     };
     let verdict = match object.get("verdict") {
         None => return Err(invalid("its JSON object has no `verdict` field".into())),
@@ -708,6 +722,7 @@ mod tests {
     async fn garbage_empty_and_incomplete_replies_are_clear_errors() {
         let e = judged("I think it is fine, ship it!", &input()).await.unwrap_err();
         assert!(matches!(e, JudgeError::NoJson { .. }), "{e:?}");
+        assert_eq!(e.usage(), Usage { input_tokens: 900, output_tokens: 120 }, "an unreadable reply is paid for");
         let msg = e.to_string();
         assert!(
             msg.contains("C-R2-01") && msg.contains("no JSON object") && msg.contains("I think it is fine"),
@@ -744,6 +759,7 @@ mod tests {
         assert!(matches!(e, JudgeError::Model { source: ModelError::Unreachable { .. }, .. }), "{e:?}");
         let msg = e.to_string();
         assert!(msg.contains("canned:judge") && msg.contains("C-R2-01") && msg.contains("connection refused"), "{msg}");
+        assert_eq!(e.usage(), Usage::default(), "a failed call used no tokens");
         assert_eq!(model.calls(), 1);
     }
 

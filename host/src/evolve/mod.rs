@@ -18,8 +18,11 @@
 //!    `meta` model ([`meta`]), compiled by kiln, smoke-tested by replay.
 //! 4. [`critic`]: deterministic checks (capability, hard-coding, scoring,
 //!    duplicates, overlap, non-local effects by replay, portfolio audit) and
-//!    a ranking; then the judge's place (`Run::judge`), where a `judge`
-//!    model's review plugs in.
+//!    a ranking; then, when the run has a `judge` model, its written review
+//!    of each candidate the Critic let through ([`judge`], `Run::judge`):
+//!    `reject` takes the candidate out (`judge-rejected`), `revise` gets one
+//!    revision, made and checked like a first proposal, `approve` and a
+//!    judge that gives no review let it go on unchanged.
 //! 5. [`gate`]: ordered deterministic checks; the first candidate to pass
 //!    ships. A round that ships nothing is idle, and `patience` idle rounds
 //!    in a row end the run (one helper, `Run::end_round`, closes every
@@ -45,6 +48,17 @@
 //!   point: `resume` replays the run from its configuration, every finished
 //!   piece comes back from the caches, and the ledgers come out byte-for-byte
 //!   what an uninterrupted run writes.
+//! - **The judge advises; the Gate decides.** Judge calls cost tokens, so
+//!   only candidates the deterministic Critic let through are reviewed.
+//!   A revision of a model-written candidate continues its writer's
+//!   conversation with the judge's request and goes through compile,
+//!   repair, smoke and the Critic again, then one more review that may not
+//!   ask for another revision; if it fails anywhere before that review,
+//!   the original goes on. Without a writer, the offline planner answers a
+//!   request only by narrowing (dropping the tool aliases or predicted
+//!   targets it names, [`Workbench::narrow`]); otherwise it records the
+//!   request as unanswered and the original goes on. Replies are cached
+//!   like the meta model's, so a resumed run reads the same reviews.
 //! - **Ledgers are deterministic**: they count rollouts asked (not computed)
 //!   and keep wall time in a separate file, so the same seed gives the same
 //!   bytes ([`ledger::DETERMINISTIC_FILES`]).
@@ -73,7 +87,14 @@ use self::digest::{aggregate, digest_task, Digest};
 use self::evolver::{Candidate, Workbench};
 use self::forge::Forge;
 use self::gate::{Bench, GateReport};
-use self::ledger::{CandidateRecord, Cost, Ledger, Outcome, Point, RoundRow, Ship};
+use self::judge::{
+    writer_follow_up, AttributionSignature, ChangeManifest, CriticFlag, Judge, JudgeInput, JudgeReview, JudgeVerdict,
+    ThemeEvidence,
+};
+use self::ledger::{
+    CandidateRecord, Cost, JudgeRecord, JudgeTally, Ledger, Outcome, Point, Proposal, RevisionOutcome, RevisionRecord,
+    RoundRow, Ship,
+};
 use self::plan::{History, Landscape, LeverStats};
 use self::rollout::{Counters, Lab, TaskResult};
 use crate::env::Split;
@@ -106,6 +127,11 @@ pub struct EvolveConfig {
     pub model: String,
     /// The model that writes processors, if any.
     pub meta: Option<String>,
+    /// The model that reviews candidates between the Critic and the Gate,
+    /// if any. Absent from the `run.json` of runs without one (and of runs
+    /// made before it existed, which read back as `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
     /// Train task indices (the evolution batch).
     pub train: Vec<usize>,
     /// Held-out task indices.
@@ -140,6 +166,7 @@ impl EvolveConfig {
             start: "static".into(),
             model: "sim:weak".into(),
             meta: None,
+            judge: None,
             train: (0..40).collect(),
             test: (0..40).collect(),
             seeds: vec![1],
@@ -370,11 +397,19 @@ fn start_harness(store: &Store, rt: &Runtime, forge: &Forge, start: &str) -> Res
 }
 
 fn count_verdicts(records: &[CandidateRecord]) -> BTreeMap<String, usize> {
-    let mut t: BTreeMap<String, usize> =
-        ["proposed", "compiled", "smoke-failed", "critic-blocked", "gate-rejected", "shipped"]
-            .iter()
-            .map(|k| (k.to_string(), 0))
-            .collect();
+    let mut t: BTreeMap<String, usize> = [
+        "proposed",
+        "compiled",
+        "smoke-failed",
+        "critic-blocked",
+        "judge-rejected",
+        "judge-revised",
+        "gate-rejected",
+        "shipped",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), 0))
+    .collect();
     for c in records {
         *t.get_mut("proposed").unwrap() += 1;
         if c.build.component.is_some() && c.build.attempts > 0 {
@@ -384,11 +419,15 @@ fn count_verdicts(records: &[CandidateRecord]) -> BTreeMap<String, usize> {
             "shipped" => Some("shipped"),
             "evolver:smoke" => Some("smoke-failed"),
             "critic" => Some("critic-blocked"),
+            "judge-rejected" => Some("judge-rejected"),
             v if v.starts_with("gate:") => Some("gate-rejected"),
             _ => None,
         };
         if let Some(k) = key {
             *t.get_mut(k).unwrap() += 1;
+        }
+        if c.judge.as_ref().and_then(|j| j.revision.as_ref()).is_some_and(|r| r.outcome == RevisionOutcome::Replaced) {
+            *t.get_mut("judge-revised").unwrap() += 1;
         }
     }
     t
@@ -417,16 +456,27 @@ fn attributed(lab: &Lab, c: &Candidate, train: &[TaskResult], flipped: &[String]
     }
 }
 
+/// The Critic's blocking flags in one line.
+fn blocking_flags(review: &Review) -> String {
+    review.flags.iter().filter(|f| f.blocks).map(|f| format!("{}: {}", f.rule, f.detail)).collect::<Vec<_>>().join("; ")
+}
+
 /// What one candidate's story comes to: its verdict (`shipped`, or the
 /// stage that ended it) and the reason in one line.
-fn verdict(c: &Candidate, review: &Review, gate: Option<&GateReport>) -> (String, String) {
+fn verdict(
+    c: &Candidate,
+    review: &Review,
+    judged: Option<&JudgeRecord>,
+    gate: Option<&GateReport>,
+) -> (String, String) {
     if let Some((stage, reason)) = &c.failed {
         return (stage.clone(), reason.clone());
     }
     if review.blocked {
-        let flags: Vec<String> =
-            review.flags.iter().filter(|f| f.blocks).map(|f| format!("{}: {}", f.rule, f.detail)).collect();
-        return ("critic".into(), flags.join("; "));
+        return ("critic".into(), blocking_flags(review));
+    }
+    if let Some(reason) = judged.and_then(JudgeRecord::rejection) {
+        return ("judge-rejected".into(), reason);
     }
     match gate {
         Some(g) if g.passed => (
@@ -454,6 +504,99 @@ fn gain(gate: Option<&GateReport>) -> Option<(usize, i64)> {
     }
 }
 
+/// The digest's failure themes as the judge reads them, each excerpt
+/// pointing back into its trace (`trace <id> event <n>: ...`).
+fn theme_evidence(digest: &Digest) -> Vec<ThemeEvidence> {
+    digest
+        .themes
+        .iter()
+        .map(|t| ThemeEvidence {
+            theme: t.category.name().to_string(),
+            count: t.count,
+            excerpts: t
+                .examples
+                .iter()
+                .map(|p| format!("trace {} event {}: {}", p.trace, p.event, p.excerpt))
+                .collect(),
+        })
+        .collect()
+}
+
+/// What the ledgers keep of a candidate set aside by a revision.
+fn proposal(c: &Candidate, critic: Option<Review>) -> Proposal {
+    Proposal {
+        manifest: c.manifest.clone(),
+        build: c.build.clone(),
+        smoke: c.smoke.clone(),
+        failed: c.failed.clone(),
+        critic,
+    }
+}
+
+/// The round's judge work in numbers.
+fn judge_tally(judged: &[Option<JudgeRecord>]) -> JudgeTally {
+    let mut t = JudgeTally::default();
+    for j in judged.iter().flatten() {
+        t.reviewed += 1;
+        t.calls += 1;
+        match j.review.as_ref().map(|r| r.verdict) {
+            Some(JudgeVerdict::Approve) => t.approved += 1,
+            Some(JudgeVerdict::Revise) => t.revise += 1,
+            Some(JudgeVerdict::Reject) => t.rejected += 1,
+            None => t.no_review += 1,
+        }
+        if let Some(r) = &j.revision {
+            if r.review.is_some() || r.error.is_some() {
+                t.calls += 1;
+            }
+            if r.outcome == RevisionOutcome::Replaced {
+                t.replaced += 1;
+            }
+        }
+        if j.rejection().is_some() {
+            t.judge_rejected += 1;
+        }
+        t.input_tokens += j.usage.input_tokens;
+        t.output_tokens += j.usage.output_tokens;
+    }
+    t
+}
+
+/// The journal's lines on what the judge made of one candidate.
+fn judge_journal(j: &JudgeRecord) -> String {
+    let mut s = String::new();
+    match (&j.review, &j.error) {
+        (Some(r), _) => s.push_str(&format!("  - judge: {} — {}\n", r.verdict.as_str(), r.review)),
+        (None, Some(e)) => s.push_str(&format!("  - judge: {e}\n")),
+        (None, None) => {}
+    }
+    if let Some(r) = &j.revision {
+        let outcome =
+            serde_json::to_value(r.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        s.push_str(&format!("  - revision {:?}: {outcome} — {}\n", r.request, r.detail));
+        match (&r.review, &r.error) {
+            (Some(again), _) => {
+                s.push_str(&format!("  - judge on the revision: {} — {}\n", again.verdict.as_str(), again.review))
+            }
+            (None, Some(e)) => s.push_str(&format!("  - judge on the revision: {e}\n")),
+            (None, None) => {}
+        }
+    }
+    s
+}
+
+/// What a revision needs from its round.
+struct Revising<'r, 'w> {
+    judge: &'r Judge,
+    bench: &'r mut Workbench<'w>,
+    st: &'r State,
+    round: u32,
+    digest: &'r Digest,
+    base: &'r Baseline,
+    themes: &'r [ThemeEvidence],
+    record: &'r mut JudgeRecord,
+}
+
 /// What stays fixed for the whole run.
 struct Run<'a> {
     cfg: EvolveConfig,
@@ -466,6 +609,8 @@ struct Run<'a> {
     lab: Lab,
     forge: Forge,
     meta: Option<Arc<dyn Model>>,
+    /// The `judge`, with its reply cache in the store.
+    judge: Option<Judge>,
     counters: Arc<Counters>,
     /// (task, seed) of the train batch and of the held-out tasks.
     train_jobs: Vec<(String, u64)>,
@@ -513,6 +658,8 @@ struct Reviewed {
     reviews: Vec<Review>,
     /// Indices of the candidates let through, best first.
     ranked: Vec<usize>,
+    /// Per candidate, what the judge made of it (`None`: not judged).
+    judged: Vec<Option<JudgeRecord>>,
 }
 
 /// What the Gate made of the ranked candidates.
@@ -582,6 +729,7 @@ impl<'a> Run<'a> {
         }
         let main = model(&cfg.model)?;
         let meta = cfg.meta.as_deref().map(model).transpose()?;
+        let judge = cfg.judge.as_deref().map(model).transpose()?.map(|m| Judge::new(m).with_cache(store.clone()));
         let forge = Forge {
             store: store.clone(),
             target_dir: paths.target_dir.clone(),
@@ -617,6 +765,7 @@ impl<'a> Run<'a> {
             lab,
             forge,
             meta,
+            judge,
             counters,
             train_jobs,
             test_jobs,
@@ -634,26 +783,28 @@ impl<'a> Run<'a> {
         incumbent
             .save(store, Some(&incumbent_name(&cfg.name)))
             .map_err(|e| EvolveError::Ledger(format!("cannot store the starting harness: {}", error_chain(&e))))?;
-        let led = Ledger {
-            journal: format!(
-                "# Evolution `{}`\n\nenv {} · start {} ({}) · model {} · meta {} · train {} tasks × seeds {:?} · held-out {} tasks · T={} P={} K={} k={} alpha={}\n",
-                cfg.name,
-                cfg.env,
-                cfg.start,
-                &run.start_id[..12],
-                cfg.model,
-                cfg.meta.as_deref().unwrap_or("none (offline planner)"),
-                train_ids.len(),
-                cfg.seeds,
-                test_ids.len(),
-                cfg.rounds,
-                cfg.patience,
-                cfg.candidates,
-                cfg.gate_seeds,
-                cfg.alpha
-            ),
-            ..Ledger::default()
-        };
+        let mut journal = format!(
+            "# Evolution `{}`\n\nenv {} · start {} ({}) · model {} · meta {} · train {} tasks × seeds {:?} · held-out {} tasks · T={} P={} K={} k={} alpha={}",
+            cfg.name,
+            cfg.env,
+            cfg.start,
+            &run.start_id[..12],
+            cfg.model,
+            cfg.meta.as_deref().unwrap_or("none (offline planner)"),
+            train_ids.len(),
+            cfg.seeds,
+            test_ids.len(),
+            cfg.rounds,
+            cfg.patience,
+            cfg.candidates,
+            cfg.gate_seeds,
+            cfg.alpha
+        );
+        if let Some(judge) = &cfg.judge {
+            journal.push_str(&format!(" · judge {judge}"));
+        }
+        journal.push('\n');
+        let led = Ledger { journal, judge_model: cfg.judge.clone(), ..Ledger::default() };
         let state = State {
             seen: BTreeMap::from([(run.start_id.clone(), "the starting harness".to_string())]),
             incumbent,
@@ -731,16 +882,19 @@ impl<'a> Run<'a> {
             return self.end_round(st, &start, row, Some(why.into()));
         }
         let reviewed = self.criticize(st, round, &digest, &base, candidates);
-        let Reviewed { candidates, reviews, ranked } = self.judge(st, round, &digest, &base, reviewed).await;
-        let gated = self.gate(st, round, &base, &candidates, &ranked).await;
+        let reviewed = self.judge(st, round, &digest, &base, reviewed).await;
+        let gated = self.gate(st, round, &base, &reviewed.candidates, &reviewed.ranked).await;
         if self.stopped() && gated.shipped.is_none() {
             return Ok(Some("interrupted".into()));
         }
-        self.record(st, round, &candidates, &reviews, &gated);
+        if self.judge.is_some() {
+            row.judge = Some(judge_tally(&reviewed.judged));
+        }
+        self.record(st, round, &reviewed, &gated);
         match gated.shipped {
             Some(i) => {
                 let (report, _) = gated.reports[i].as_ref().expect("a shipped candidate was gated");
-                row.shipped = Some(self.ship(st, round, &base, &candidates[i], report)?);
+                row.shipped = Some(self.ship(st, round, &base, &reviewed.candidates[i], report)?);
                 self.end_round(st, &start, row, None)
             }
             None => self.end_round(st, &start, row, Some("no candidate passed the gate".into())),
@@ -828,6 +982,7 @@ impl<'a> Run<'a> {
             idle: None,
             rollouts: 0,
             meta_tokens: 0,
+            judge: None,
         };
         st.led.journal.push_str(&format!(
             "digest: actionability {:.3}; themes {}\n",
@@ -905,17 +1060,7 @@ impl<'a> Run<'a> {
     ) -> Reviewed {
         self.stage(round, "critic", format!("{} candidates", candidates.len()));
         let incumbent = st.incumbent.id().to_hex();
-        let cx = critic::Context {
-            lab: &self.lab,
-            digest,
-            results: &base.train,
-            task_ids: &self.every_id,
-            seen: &st.seen,
-            levers: &st.led.levers,
-            round,
-            incumbent: &incumbent,
-            present: st.incumbent.processors().iter().map(|p| p.name().to_string()).collect(),
-        };
+        let cx = self.critic_context(st, round, digest, base, &st.seen, &incumbent);
         let (reviews, concerns) = critic::review(&cx, &candidates);
         for c in concerns {
             if !st.led.concerns.contains(&c) {
@@ -924,31 +1069,265 @@ impl<'a> Run<'a> {
         }
         let mut ranked: Vec<usize> = (0..candidates.len()).filter(|&i| reviews[i].rank.is_some()).collect();
         ranked.sort_by_key(|&i| reviews[i].rank);
-        Reviewed { candidates, reviews, ranked }
+        let judged = vec![None; candidates.len()];
+        Reviewed { candidates, reviews, ranked, judged }
     }
 
-    /// **The judge's place**, between the deterministic Critic and the Gate.
+    /// What the Critic reads besides the candidates; `seen` names the
+    /// harnesses a candidate may not repeat.
+    fn critic_context<'b>(
+        &'b self,
+        st: &'b State,
+        round: u32,
+        digest: &'b Digest,
+        base: &'b Baseline,
+        seen: &'b BTreeMap<String, String>,
+        incumbent: &'b str,
+    ) -> critic::Context<'b> {
+        critic::Context {
+            lab: &self.lab,
+            digest,
+            results: &base.train,
+            task_ids: &self.every_id,
+            seen,
+            levers: &st.led.levers,
+            round,
+            incumbent,
+            present: st.incumbent.processors().iter().map(|p| p.name().to_string()).collect(),
+        }
+    }
+
+    /// Stage 4b, **the judge**, between the deterministic Critic and the
+    /// Gate (a pass-through without a `judge` model).
     ///
-    /// `reviewed.ranked` holds the indices of the candidates the Critic let
-    /// through, best first; the Gate tries them in the order this returns,
-    /// and only those. A `judge` model ([`judge`]) plugs in here: it may add
-    /// its written review to `reviews[i].flags` (and set `blocked` to take a
-    /// candidate out: the ledgers then record the Critic's verdict with the
-    /// judge's flag as the reason), ask for one revision per candidate (a
-    /// [`Workbench`] built from `st`, `digest` and `base` makes it; it
-    /// replaces `candidates[i]`, and should be smoke-tested and reviewed
-    /// again), or reorder. Meta-model tokens it spends come off
-    /// `st.meta_left`, so the round's cost row counts them. Without a judge
-    /// the Critic's ranking goes through unchanged.
+    /// Each candidate the Critic let through is reviewed, best-ranked
+    /// first. `reject` takes it out of the ranking (`judge-rejected`, the
+    /// review as the reason); `approve` lets it go on; a judge that gives
+    /// no review (`no review: ...`) lets it go on unchanged; `revise` gets
+    /// one revision ([`Run::revise`]). The Gate tries what is left in the
+    /// Critic's order, a revision in its original's place. Meta-model
+    /// tokens a revision spends come off `st.meta_left`, so the round's
+    /// cost row counts them.
     async fn judge(
         &self,
-        _st: &mut State,
-        _round: u32,
-        _digest: &Digest,
-        _base: &Baseline,
+        st: &mut State,
+        round: u32,
+        digest: &Digest,
+        base: &Baseline,
         reviewed: Reviewed,
     ) -> Reviewed {
-        reviewed
+        let Some(judge) = &self.judge else { return reviewed };
+        let Reviewed { mut candidates, mut reviews, ranked, mut judged } = reviewed;
+        let themes = theme_evidence(digest);
+        let mut bench = Workbench {
+            lab: &self.lab,
+            forge: &self.forge,
+            meta: self.meta.as_deref(),
+            repairs: self.cfg.repairs,
+            meta_tokens_left: st.meta_left,
+            digest,
+            results: &base.train,
+            incumbent: &st.incumbent,
+            round,
+            tried: &st.seen,
+            skipped: vec![],
+        };
+        let mut kept = Vec::new();
+        for (at, &i) in ranked.iter().enumerate() {
+            if self.stopped() {
+                kept.extend_from_slice(&ranked[at..]);
+                break;
+            }
+            self.stage(round, "judge", candidates[i].manifest.candidate_id.clone());
+            let mut record = JudgeRecord { model: judge.model_name(), ..Default::default() };
+            let input = self.judge_input(&candidates[i], &reviews[i], &themes, None);
+            match judge.review(&input).await {
+                Err(e) => {
+                    record.charge(e.usage());
+                    record.error = Some(format!("no review: {e}"));
+                    kept.push(i);
+                }
+                Ok(review) => {
+                    record.charge(review.usage);
+                    record.review = Some(review.clone());
+                    let goes_on = match review.verdict {
+                        JudgeVerdict::Approve => true,
+                        JudgeVerdict::Reject => false,
+                        JudgeVerdict::Revise => {
+                            let mut revising = Revising {
+                                judge,
+                                bench: &mut bench,
+                                st: &*st,
+                                round,
+                                digest,
+                                base,
+                                themes: &themes,
+                                record: &mut record,
+                            };
+                            self.revise(&mut revising, &mut candidates, &mut reviews, i, &review).await
+                        }
+                    };
+                    if goes_on {
+                        kept.push(i);
+                    }
+                }
+            }
+            judged[i] = Some(record);
+        }
+        st.meta_left = bench.meta_tokens_left;
+        Reviewed { candidates, reviews, ranked: kept, judged }
+    }
+
+    /// The one revision the judge asked for in `review` of candidate `i`.
+    ///
+    /// A model-written candidate's writer gets the request as the next
+    /// message of its conversation ([`writer_follow_up`]); any other
+    /// candidate is narrowed by the offline planner if the request names
+    /// something it can drop ([`Workbench::narrow`]), and otherwise the
+    /// request is recorded as unanswered. A revision that fails to build or
+    /// smoke, or that the Critic blocks, is recorded and the original goes
+    /// on. One that passes is reviewed once more with the request it
+    /// answers (the judge may not ask again) and takes the original's place
+    /// and rank; the original is kept in the record as `set_aside`. Returns
+    /// whether the candidate goes on to the Gate: only a rejected revision
+    /// does not.
+    async fn revise(
+        &self,
+        cx: &mut Revising<'_, '_>,
+        candidates: &mut [Candidate],
+        reviews: &mut [Review],
+        i: usize,
+        review: &JudgeReview,
+    ) -> bool {
+        let request = review.revision.clone().unwrap_or_default();
+        let mut rev = RevisionRecord {
+            request: request.clone(),
+            outcome: RevisionOutcome::Unanswered,
+            detail: String::new(),
+            review: None,
+            error: None,
+            set_aside: None,
+        };
+        let made = match cx.bench.rewrite(&candidates[i], writer_follow_up(review)).await {
+            Some(revised) => Ok((revised, "rewritten by the meta writer".to_string())),
+            None => {
+                let asked = std::iter::once(request.as_str())
+                    .chain(review.concerns.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                cx.bench.narrow(&candidates[i], &asked)
+            }
+        };
+        let (revised, what) = match made {
+            Ok(made) => made,
+            Err(why) => {
+                rev.detail = why;
+                cx.record.revision = Some(rev);
+                return true;
+            }
+        };
+        if let Some((stage, reason)) = &revised.failed {
+            rev.outcome = RevisionOutcome::KeptOriginal;
+            rev.detail = format!("the revision ended at {stage}: {reason}");
+            rev.set_aside = Some(proposal(&revised, None));
+            cx.record.revision = Some(rev);
+            return true;
+        }
+        // The Critic again, with every other candidate of the round counted as seen.
+        let mut seen = cx.st.seen.clone();
+        for (j, c) in candidates.iter().enumerate() {
+            if j != i && !c.manifest.harness.is_empty() {
+                seen.entry(c.manifest.harness.clone()).or_insert_with(|| c.manifest.candidate_id.clone());
+            }
+        }
+        let incumbent = cx.st.incumbent.id().to_hex();
+        let critic_cx = self.critic_context(cx.st, cx.round, cx.digest, cx.base, &seen, &incumbent);
+        let (mut critic_reviews, _) = critic::review(&critic_cx, std::slice::from_ref(&revised));
+        let mut critic_review = critic_reviews.pop().expect("one review per candidate");
+        if critic_review.blocked {
+            rev.outcome = RevisionOutcome::KeptOriginal;
+            rev.detail = format!("the Critic blocked the revision: {}", blocking_flags(&critic_review));
+            rev.set_aside = Some(proposal(&revised, Some(critic_review)));
+            cx.record.revision = Some(rev);
+            return true;
+        }
+        critic_review.rank = reviews[i].rank;
+        self.stage(cx.round, "judge", format!("{} (revised)", revised.manifest.candidate_id));
+        let input = self.judge_input(&revised, &critic_review, cx.themes, Some(request));
+        let rejected = match cx.judge.review(&input).await {
+            Ok(again) => {
+                cx.record.charge(again.usage);
+                let rejected = again.verdict == JudgeVerdict::Reject;
+                rev.review = Some(again);
+                rejected
+            }
+            Err(e) => {
+                cx.record.charge(e.usage());
+                rev.error = Some(format!("no review: {e}"));
+                false
+            }
+        };
+        rev.outcome = if rejected { RevisionOutcome::Rejected } else { RevisionOutcome::Replaced };
+        rev.detail = what;
+        rev.set_aside = Some(proposal(&candidates[i], Some(reviews[i].clone())));
+        candidates[i] = revised;
+        reviews[i] = critic_review;
+        cx.record.revision = Some(rev);
+        !rejected
+    }
+
+    /// What the judge reads about candidate `c`: its manifest, its edit,
+    /// its source (a stock processor's from `processors/`) and config or
+    /// prompt text, the Critic's flags and the digest's themes.
+    fn judge_input(
+        &self,
+        c: &Candidate,
+        review: &Review,
+        themes: &[ThemeEvidence],
+        answers_revision: Option<String>,
+    ) -> JudgeInput {
+        use crate::harness::Edit;
+        let m = &c.manifest;
+        let source = c.source_text.clone().or_else(|| {
+            let name = c.build.source.as_deref()?.strip_prefix("stock:")?;
+            std::fs::read_to_string(self.forge.processors.join(name).join("src/lib.rs")).ok()
+        });
+        let config = c.config_text.clone().or_else(|| match &m.edit {
+            Some(Edit::AppendSystemLine { line }) => Some(line.clone()),
+            Some(Edit::SetSystem { text }) => Some(text.clone()),
+            _ => None,
+        });
+        let a = &m.attribution_signature;
+        JudgeInput {
+            candidate_id: m.candidate_id.clone(),
+            bucket: m.bucket.name().to_string(),
+            dimension: m.dimension.clone(),
+            edit_summary: format!(
+                "{}\n(lever `{}`, answering the `{}` failure theme)",
+                m.describe_edit(),
+                m.lever,
+                m.theme.name()
+            ),
+            manifest: ChangeManifest {
+                tasks_to_unlock: m.predicted_impact.tasks_will_unlock.clone(),
+                tasks_to_stabilize: m.predicted_impact.tasks_will_stabilize.clone(),
+                tasks_at_risk: m.predicted_impact.tasks_at_risk.clone(),
+                attribution: AttributionSignature {
+                    kind: a.kind.clone(),
+                    name: a.name.clone(),
+                    expected_min_calls: a.expected_min_calls,
+                },
+            },
+            source,
+            config,
+            critic_flags: review
+                .flags
+                .iter()
+                .map(|f| CriticFlag { rule: f.rule.clone(), blocks: f.blocks, detail: f.detail.clone() })
+                .collect(),
+            themes: themes.to_vec(),
+            answers_revision,
+        }
     }
 
     /// Stage 5: the Gate, in rank order; the first candidate to pass ships
@@ -982,14 +1361,15 @@ impl<'a> Run<'a> {
     /// Record every candidate of the round in the ledgers: its verdict and
     /// reason, the regressions the Gate caught, its lever's record, its cost
     /// and gain.
-    fn record(&self, st: &mut State, round: u32, candidates: &[Candidate], reviews: &[Review], gated: &Gated) {
-        for (i, c) in candidates.iter().enumerate() {
+    fn record(&self, st: &mut State, round: u32, reviewed: &Reviewed, gated: &Gated) {
+        for (i, c) in reviewed.candidates.iter().enumerate() {
             let (gate, spent) = match &gated.reports[i] {
                 Some((g, s)) => (Some(g.clone()), *s),
                 None => (None, 0),
             };
-            let review = reviews[i].clone();
-            let (verdict, reason) = verdict(c, &review, gate.as_ref());
+            let review = reviewed.reviews[i].clone();
+            let judged = reviewed.judged[i].clone();
+            let (verdict, reason) = verdict(c, &review, judged.as_ref(), gate.as_ref());
             let m = &c.manifest;
             if let Some(g) = &gate {
                 for r in &g.regressions {
@@ -1029,6 +1409,26 @@ impl<'a> Run<'a> {
             if !m.harness.is_empty() {
                 st.seen.entry(m.harness.clone()).or_insert_with(|| m.candidate_id.clone());
             }
+            let mut cost = Cost {
+                rollouts: spent,
+                compile_attempts: c.build.attempts,
+                meta_tokens: c.build.meta_tokens,
+                judge_tokens: 0,
+            };
+            if let Some(j) = &judged {
+                st.led.journal.push_str(&judge_journal(j));
+                cost.judge_tokens = j.usage.input_tokens + j.usage.output_tokens;
+                if let Some(aside) = j.revision.as_ref().and_then(|r| r.set_aside.as_ref()) {
+                    // A narrowed revision reuses its original's build: count a build once.
+                    if aside.build != c.build {
+                        cost.compile_attempts += aside.build.attempts;
+                        cost.meta_tokens += aside.build.meta_tokens;
+                    }
+                    if !aside.manifest.harness.is_empty() {
+                        st.seen.entry(aside.manifest.harness.clone()).or_insert_with(|| m.candidate_id.clone());
+                    }
+                }
+            }
             st.led.candidates.push(CandidateRecord {
                 round,
                 manifest: m.clone(),
@@ -1036,10 +1436,11 @@ impl<'a> Run<'a> {
                 smoke: c.smoke.clone(),
                 gain: gain(gate.as_ref()),
                 review,
+                judge: judged,
                 gate,
                 verdict,
                 reason,
-                cost: Cost { rollouts: spent, compile_attempts: c.build.attempts, meta_tokens: c.build.meta_tokens },
+                cost,
             });
         }
     }
@@ -1129,6 +1530,9 @@ impl<'a> Run<'a> {
             None => st.idle = 0,
         }
         row.idle = idle;
+        if self.judge.is_some() && row.judge.is_none() {
+            row.judge = Some(JudgeTally::default());
+        }
         row.rollouts = self.rollouts() - start.rollouts;
         row.meta_tokens = start.meta_left - st.meta_left;
         st.led.rounds.push(row);
@@ -1236,6 +1640,7 @@ mod tests {
             loaded: None,
             config_text: None,
             before: vec![],
+            conversation: vec![],
         }
     }
 
@@ -1275,7 +1680,10 @@ mod tests {
     #[test]
     fn verdicts_follow_the_stage_that_ended_the_candidate() {
         let failed = candidate(None, Some(("evolver:build", "does not compile")));
-        assert_eq!(verdict(&failed, &Review::default(), None), ("evolver:build".into(), "does not compile".into()));
+        assert_eq!(
+            verdict(&failed, &Review::default(), None, None),
+            ("evolver:build".into(), "does not compile".into())
+        );
         let ok = candidate(Some(Edit::Remove { target: "x".into() }), None);
         let blocked = Review {
             flags: vec![
@@ -1285,15 +1693,15 @@ mod tests {
             blocked: true,
             ..Default::default()
         };
-        assert_eq!(verdict(&ok, &blocked, None), ("critic".into(), "scoring: mentions `reward`".into()));
-        assert_eq!(verdict(&ok, &Review::default(), None).0, "not-gated");
+        assert_eq!(verdict(&ok, &blocked, None, None), ("critic".into(), "scoring: mentions `reward`".into()));
+        assert_eq!(verdict(&ok, &Review::default(), None, None).0, "not-gated");
         let rejected = GateReport {
             checks: vec![Check { name: "no-regression".into(), passed: false, detail: "regresses t@1".into() }],
             failed_at: Some("no-regression".into()),
             ..Default::default()
         };
         assert_eq!(
-            verdict(&ok, &Review::default(), Some(&rejected)),
+            verdict(&ok, &Review::default(), None, Some(&rejected)),
             ("gate:no-regression".into(), "regresses t@1".into())
         );
         assert_eq!(gain(Some(&rejected)), None, "nothing was measured");
@@ -1306,7 +1714,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            verdict(&ok, &Review::default(), Some(&passed)),
+            verdict(&ok, &Review::default(), None, Some(&passed)),
             ("shipped".into(), "1 target flips, held-out Some(3) -> Some(5)".into())
         );
         assert_eq!(gain(Some(&passed)), Some((2, 2)));
@@ -1322,6 +1730,7 @@ mod tests {
             build: BuildRecord { attempts, component: Some("c".into()), ..Default::default() },
             smoke: None,
             review: Review::default(),
+            judge: None,
             gate: None,
             verdict: verdict.into(),
             reason: String::new(),
@@ -1341,11 +1750,141 @@ mod tests {
                 ("compiled".to_string(), 2),
                 ("critic-blocked".into(), 1),
                 ("gate-rejected".into(), 1),
+                ("judge-rejected".into(), 0),
+                ("judge-revised".into(), 0),
                 ("proposed".into(), 5),
                 ("shipped".into(), 1),
                 ("smoke-failed".into(), 1)
             ]
         );
+        let mut rejected = record("judge-rejected", 1);
+        rejected.judge = Some(judged(JudgeVerdict::Reject, None));
+        let mut revised = record("shipped", 1);
+        revised.judge =
+            Some(judged(JudgeVerdict::Revise, Some((RevisionOutcome::Replaced, Some(JudgeVerdict::Approve)))));
+        let t = count_verdicts(&[rejected, revised]);
+        assert_eq!((t["judge-rejected"], t["judge-revised"], t["shipped"]), (1, 1, 1));
+    }
+
+    fn review_by(verdict: JudgeVerdict, text: &str) -> JudgeReview {
+        JudgeReview {
+            candidate_id: "C-R1-01".into(),
+            verdict,
+            review: text.into(),
+            revision: (verdict == JudgeVerdict::Revise).then(|| "narrow it".to_string()),
+            concerns: vec![],
+            declined_revision: None,
+            usage: crate::models::Usage { input_tokens: 100, output_tokens: 10 },
+            model: "canned".into(),
+        }
+    }
+
+    /// A judge record: the first review's verdict, and the revision's
+    /// outcome with the verdict on the revision, if there was one.
+    fn judged(first: JudgeVerdict, revision: Option<(RevisionOutcome, Option<JudgeVerdict>)>) -> JudgeRecord {
+        JudgeRecord {
+            model: "canned".into(),
+            review: Some(review_by(first, "the first review")),
+            error: None,
+            revision: revision.map(|(outcome, again)| RevisionRecord {
+                request: "narrow it".into(),
+                outcome,
+                detail: String::new(),
+                review: again.map(|v| review_by(v, "the second review")),
+                error: None,
+                set_aside: None,
+            }),
+            usage: crate::models::Usage { input_tokens: 100, output_tokens: 10 },
+        }
+    }
+
+    #[test]
+    fn the_judge_rejects_after_the_critic_and_before_the_gate() {
+        let ok = candidate(Some(Edit::Remove { target: "x".into() }), None);
+        let none = Review::default();
+        let reject = judged(JudgeVerdict::Reject, None);
+        assert_eq!(verdict(&ok, &none, Some(&reject), None), ("judge-rejected".into(), "the first review".into()));
+        let blocked = Review {
+            flags: vec![Flag { rule: "scoring".into(), blocks: true, detail: "mentions `reward`".into() }],
+            blocked: true,
+            ..Default::default()
+        };
+        assert_eq!(verdict(&ok, &blocked, Some(&reject), None).0, "critic", "the Critic's block comes first");
+        let revision_rejected =
+            judged(JudgeVerdict::Revise, Some((RevisionOutcome::Rejected, Some(JudgeVerdict::Reject))));
+        assert_eq!(
+            verdict(&ok, &none, Some(&revision_rejected), None),
+            ("judge-rejected".into(), "its revision: the second review".into())
+        );
+        for goes_on in [
+            judged(JudgeVerdict::Approve, None),
+            judged(JudgeVerdict::Revise, Some((RevisionOutcome::Replaced, Some(JudgeVerdict::Approve)))),
+            judged(JudgeVerdict::Revise, Some((RevisionOutcome::KeptOriginal, None))),
+            judged(JudgeVerdict::Revise, Some((RevisionOutcome::Unanswered, None))),
+            JudgeRecord { error: Some("no review: garbage".into()), ..Default::default() },
+        ] {
+            assert_eq!(verdict(&ok, &none, Some(&goes_on), None).0, "not-gated", "{goes_on:?}");
+            assert_eq!(goes_on.rejection(), None);
+        }
+    }
+
+    #[test]
+    fn the_judge_tally_counts_verdicts_revisions_and_tokens() {
+        let records = vec![
+            None,
+            Some(judged(JudgeVerdict::Reject, None)),
+            Some(judged(JudgeVerdict::Approve, None)),
+            Some(judged(JudgeVerdict::Revise, Some((RevisionOutcome::Replaced, Some(JudgeVerdict::Approve))))),
+            Some(judged(JudgeVerdict::Revise, Some((RevisionOutcome::Unanswered, None)))),
+            Some(JudgeRecord { error: Some("no review: x".into()), ..Default::default() }),
+        ];
+        let t = judge_tally(&records);
+        assert_eq!(
+            (t.reviewed, t.approved, t.revise, t.rejected, t.no_review, t.replaced, t.judge_rejected, t.calls),
+            (5, 1, 2, 1, 1, 1, 1, 6)
+        );
+        assert_eq!((t.input_tokens, t.output_tokens), (400, 40), "each record carries its calls' usage");
+        let journal = judge_journal(records[3].as_ref().unwrap());
+        assert!(
+            journal.contains("judge: revise — the first review")
+                && journal.contains("revision \"narrow it\": replaced")
+                && journal.contains("judge on the revision: approve — the second review"),
+            "{journal}"
+        );
+        assert_eq!(judge_journal(records[5].as_ref().unwrap()), "  - judge: no review: x\n");
+    }
+
+    #[test]
+    fn theme_excerpts_point_into_their_traces() {
+        use crate::evolve::digest::{Pointer, Theme};
+        let digest = Digest {
+            tasks: vec![],
+            themes: vec![Theme {
+                category: Category::GoalLost,
+                count: 4,
+                symptomatic: 5,
+                tasks: vec![],
+                examples: vec![Pointer { trace: "ab".repeat(32), event: 7, excerpt: "bought the wrong item".into() }],
+            }],
+            solved: 0,
+            actionability: 0.5,
+        };
+        let themes = theme_evidence(&digest);
+        assert_eq!((themes[0].theme.as_str(), themes[0].count), ("goal-lost", 4));
+        assert_eq!(themes[0].excerpts, [format!("trace {} event 7: bought the wrong item", "ab".repeat(32))]);
+    }
+
+    #[test]
+    fn a_judge_is_optional_in_run_json_old_and_new() {
+        let c = EvolveConfig::new("n", "shop");
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("judge").is_none(), "a run without a judge writes the run.json it always wrote");
+        assert_eq!(serde_json::from_value::<EvolveConfig>(v).unwrap().judge, None, "an old run.json reads back");
+        let mut with = c.clone();
+        with.judge = Some("openai:judge@http://127.0.0.1:9/v1".into());
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["judge"], "openai:judge@http://127.0.0.1:9/v1");
+        assert_eq!(serde_json::from_value::<EvolveConfig>(v).unwrap(), with, "resume reads the judge back");
     }
 
     #[test]
