@@ -1007,18 +1007,9 @@ impl<'a> Run<'a> {
         landscape
     }
 
-    /// Stage 3: the Evolver makes up to K candidates, following the
-    /// directions in order.
-    async fn propose(
-        &self,
-        st: &mut State,
-        round: u32,
-        digest: &Digest,
-        base: &Baseline,
-        landscape: &Landscape,
-    ) -> Vec<Candidate> {
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut bench = Workbench {
+    /// The Evolver's bench for this round: what it may read and spend.
+    fn workbench<'w>(&'w self, st: &'w State, round: u32, digest: &'w Digest, base: &'w Baseline) -> Workbench<'w> {
+        Workbench {
             lab: &self.lab,
             forge: &self.forge,
             meta: self.meta.as_deref(),
@@ -1030,7 +1021,21 @@ impl<'a> Run<'a> {
             round,
             tried: &st.seen,
             skipped: vec![],
-        };
+        }
+    }
+
+    /// Stage 3: the Evolver makes up to K candidates, following the
+    /// directions in order.
+    async fn propose(
+        &self,
+        st: &mut State,
+        round: u32,
+        digest: &Digest,
+        base: &Baseline,
+        landscape: &Landscape,
+    ) -> Vec<Candidate> {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut bench = self.workbench(st, round, digest, base);
         for d in &landscape.directions {
             if candidates.len() as u32 >= self.cfg.candidates || self.stopped() {
                 break;
@@ -1119,19 +1124,7 @@ impl<'a> Run<'a> {
         let Some(judge) = &self.judge else { return reviewed };
         let Reviewed { mut candidates, mut reviews, ranked, mut judged } = reviewed;
         let themes = theme_evidence(digest);
-        let mut bench = Workbench {
-            lab: &self.lab,
-            forge: &self.forge,
-            meta: self.meta.as_deref(),
-            repairs: self.cfg.repairs,
-            meta_tokens_left: st.meta_left,
-            digest,
-            results: &base.train,
-            incumbent: &st.incumbent,
-            round,
-            tried: &st.seen,
-            skipped: vec![],
-        };
+        let mut bench = self.workbench(st, round, digest, base);
         let mut kept = Vec::new();
         for (at, &i) in ranked.iter().enumerate() {
             if self.stopped() {
