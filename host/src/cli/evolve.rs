@@ -278,7 +278,16 @@ fn print_report(r: &Report) {
     println!("held-out   {} -> {}", pct(r.heldout_before, r.heldout_total), pct(r.heldout_after, r.heldout_total));
     println!("train      {}", r.train_curve.iter().map(|(k, n)| format!("R{k} {n}")).collect::<Vec<_>>().join("  ·  "));
     println!("regressions let through: {}", r.let_through);
-    println!("candidates {}", r.tally.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    // In pipeline order; any other stage name the tally has comes after.
+    const ORDER: [&str; 8] =
+        ["proposed", "compiled", "smoke-failed", "critic-blocked", "judge-rejected", "judge-revised", "gate-rejected", "shipped"];
+    let rest = r.tally.keys().filter(|k| !ORDER.contains(&k.as_str())).map(String::as_str);
+    let counts: Vec<String> = ORDER
+        .into_iter()
+        .chain(rest)
+        .filter_map(|k| r.tally.get(k).map(|v| format!("{v} {k}")))
+        .collect();
+    println!("candidates {}", counts.join(" / "));
     let tallies: Vec<_> = r.rounds.iter().filter_map(|row| row.judge.as_ref()).collect();
     if !tallies.is_empty() {
         let tokens: u64 = tallies.iter().map(|t| t.input_tokens + t.output_tokens).sum();
