@@ -34,9 +34,9 @@ impl Conversation<'_> {
         self.0.get(index)
     }
 
-    /// The last message, if any.
+    /// The last message, if any. One host call (cheaper than `len` + `get`).
     pub fn last(&self) -> Option<Message> {
-        self.len().checked_sub(1).and_then(|index| self.get(index))
+        self.0.last()
     }
 
     /// The role of message `index`. O(1).

@@ -149,6 +149,9 @@ impl Conversation<'_> {
     pub(crate) fn get(&self, index: u32) -> Option<Message> {
         self.0.borrow().messages.get(index as usize).cloned()
     }
+    pub(crate) fn last(&self) -> Option<Message> {
+        self.0.borrow().messages.last().cloned()
+    }
     pub(crate) fn role_of(&self, index: u32) -> Option<Role> {
         self.0.borrow().messages.get(index as usize).map(|m| m.role)
     }

@@ -121,6 +121,9 @@ impl Conversation<'_> {
     pub(crate) fn get(&self, index: u32) -> Option<Message> {
         self.0.get(index).map(message_from_wit)
     }
+    pub(crate) fn last(&self) -> Option<Message> {
+        self.0.last().map(message_from_wit)
+    }
     pub(crate) fn role_of(&self, index: u32) -> Option<Role> {
         self.0.role_of(index).map(role_from_wit)
     }

@@ -316,6 +316,10 @@ impl context::HostConversation for State {
         self.tick()?;
         Ok(self.ctx.messages.get(index as usize).map(message_to_wit))
     }
+    fn last(&mut self, _: Resource<Conversation>) -> wasmtime::Result<Option<types::Message>> {
+        self.tick()?;
+        Ok(self.ctx.messages.last().map(message_to_wit))
+    }
     fn role_of(&mut self, _: Resource<Conversation>, index: u32) -> wasmtime::Result<Option<types::Role>> {
         self.tick()?;
         Ok(self.ctx.messages.get(index as usize).map(|m| role_to_wit(m.role)))
