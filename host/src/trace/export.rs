@@ -264,9 +264,10 @@ pub struct Turn {
     pub usage: Usage,
 }
 
-/// One trajectory, in `grpo` format.
+/// Which trajectory a line comes from: the fields every line format
+/// starts with (flattened into the line's JSON object).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GrpoLine {
+pub struct Trajectory {
     /// The group id: see the module docs.
     pub group: String,
     pub env: String,
@@ -280,6 +281,13 @@ pub struct GrpoLine {
     pub trace: String,
     /// The task's score, in [0, 1].
     pub reward: f64,
+}
+
+/// One trajectory, in `grpo` format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrpoLine {
+    #[serde(flatten)]
+    pub trajectory: Trajectory,
     pub success: bool,
     /// How the task ended.
     pub end: EndReason,
@@ -304,14 +312,8 @@ pub struct GrpoLine {
 /// history the model did not see.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SftLine {
-    pub group: String,
-    pub env: String,
-    pub task: String,
-    pub seed: u64,
-    pub harness: String,
-    pub model: String,
-    pub trace: String,
-    pub reward: f64,
+    #[serde(flatten)]
+    pub trajectory: Trajectory,
     /// This conversation's index among the trajectory's, from 0.
     pub part: usize,
     /// How many conversations the trajectory has.
@@ -450,6 +452,21 @@ struct Header {
     success: bool,
     end: EndReason,
     model_calls: usize,
+}
+
+impl Header {
+    fn trajectory(&self) -> Trajectory {
+        Trajectory {
+            group: self.group.clone(),
+            env: self.env.clone(),
+            task: self.task.clone(),
+            seed: self.seed,
+            harness: self.harness.clone(),
+            model: self.model.clone(),
+            trace: self.trace.clone(),
+            reward: self.reward,
+        }
+    }
 }
 
 /// The group id of (env, task, starting messages).
@@ -649,14 +666,7 @@ pub fn export(
         match options.format {
             Format::Grpo => {
                 let record = GrpoLine {
-                    group: h.group.clone(),
-                    env: h.env.clone(),
-                    task: h.task.clone(),
-                    seed: h.seed,
-                    harness: h.harness.clone(),
-                    model: h.model.clone(),
-                    trace: h.trace.clone(),
-                    reward: h.reward,
+                    trajectory: h.trajectory(),
                     success: h.success,
                     end: h.end,
                     advantage: stats.advantage(h.reward),
@@ -676,14 +686,7 @@ pub fn export(
                     let mut messages = last.context();
                     messages.push(ChatMessage::reply(&last.text, &last.calls));
                     let record = SftLine {
-                        group: h.group.clone(),
-                        env: h.env.clone(),
-                        task: h.task.clone(),
-                        seed: h.seed,
-                        harness: h.harness.clone(),
-                        model: h.model.clone(),
-                        trace: h.trace.clone(),
-                        reward: h.reward,
+                        trajectory: h.trajectory(),
                         part,
                         parts: parts.len(),
                         steps: turns[range.clone()].iter().map(|t| t.step).collect(),
@@ -924,8 +927,8 @@ mod tests {
         assert_eq!((lines.len(), summary.lines, summary.trajectories), (runs().len(), runs().len(), runs().len()));
         let (mut pinned, mut compacted) = (false, false);
         for line in &lines {
-            let run = run_of(&line.trace);
-            assert_eq!(line.turns.len(), run.calls.len(), "one turn per model call in {}", line.trace);
+            let run = run_of(&line.trajectory.trace);
+            assert_eq!(line.turns.len(), run.calls.len(), "one turn per model call in {}", line.trajectory.trace);
             for (turn, (request, response)) in line.turns.iter().zip(&run.calls) {
                 let (messages, tools) = wire(request);
                 assert_eq!(
@@ -933,7 +936,7 @@ mod tests {
                     messages,
                     "step {} of {}",
                     turn.step,
-                    line.trace
+                    line.trajectory.trace
                 );
                 assert_eq!(serde_json::to_value(&turn.tools).unwrap(), tools);
                 assert_eq!(turn.completion, ChatMessage::reply(&response.text, &response.calls));
@@ -951,11 +954,11 @@ mod tests {
         let (_dir, store, ids) = store_with(runs());
         let (out, summary) = export_to_vec(&store, &ids, &keep_all());
         let lines: Vec<GrpoLine> = parse(&out);
-        let keys: Vec<(&str, &str)> = lines.iter().map(|l| (l.group.as_str(), l.trace.as_str())).collect();
+        let keys: Vec<(&str, &str)> = lines.iter().map(|l| (l.trajectory.group.as_str(), l.trajectory.trace.as_str())).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted by group, then trace");
         let mut groups: BTreeMap<&str, Vec<&GrpoLine>> = BTreeMap::new();
         for l in &lines {
-            groups.entry(&l.group).or_default().push(l);
+            groups.entry(&l.trajectory.group).or_default().push(l);
         }
         assert_eq!((groups.len(), summary.groups, summary.groups_written), (3, 3, 3), "one group per task");
         let mut with_signal = 0;
@@ -963,24 +966,24 @@ mod tests {
             assert_eq!(members.len(), 6, "3 seeds x 2 harnesses");
             assert!(members
                 .iter()
-                .all(|l| l.task == members[0].task && l.env == "shop" && l.group.len() == GROUP_ID_LEN));
-            let harnesses: std::collections::BTreeSet<&str> = members.iter().map(|l| l.harness.as_str()).collect();
+                .all(|l| l.trajectory.task == members[0].trajectory.task && l.trajectory.env == "shop" && l.trajectory.group.len() == GROUP_ID_LEN));
+            let harnesses: std::collections::BTreeSet<&str> = members.iter().map(|l| l.trajectory.harness.as_str()).collect();
             assert_eq!(harnesses.len(), 2);
-            let rewards: Vec<f64> = members.iter().map(|l| l.reward).collect();
+            let rewards: Vec<f64> = members.iter().map(|l| l.trajectory.reward).collect();
             let n = rewards.len() as f64;
             let mean = rewards.iter().sum::<f64>() / n;
             let std = (rewards.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / (n - 1.0)).sqrt();
             let flat = rewards.iter().all(|r| *r == rewards[0]);
             for l in members {
-                assert_eq!(l.reward, run_of(&l.trace).score.reward, "the reward is the task's score");
-                assert_eq!(l.success, run_of(&l.trace).score.success);
+                assert_eq!(l.trajectory.reward, run_of(&l.trajectory.trace).score.reward, "the reward is the task's score");
+                assert_eq!(l.success, run_of(&l.trajectory.trace).score.success);
                 assert_eq!(l.group_size, 6);
                 assert!((l.group_mean - mean).abs() < 1e-12 && (l.group_std - std).abs() < 1e-12);
                 if flat {
                     assert_eq!((l.flag, l.advantage), (Some(Flag::Flat), 0.0));
                 } else {
                     assert_eq!(l.flag, None);
-                    assert!((l.advantage - (l.reward - mean) / (std + ADVANTAGE_EPS)).abs() < 1e-12);
+                    assert!((l.advantage - (l.trajectory.reward - mean) / (std + ADVANTAGE_EPS)).abs() < 1e-12);
                 }
             }
             if !flat {
@@ -1012,7 +1015,7 @@ mod tests {
         let (all, _) = export_to_vec(&store, &ids, &keep_all());
         let all: Vec<GrpoLine> = parse(&all);
         let flat_groups: std::collections::BTreeSet<&str> =
-            all.iter().filter(|l| l.flag.is_some()).map(|l| l.group.as_str()).collect();
+            all.iter().filter(|l| l.flag.is_some()).map(|l| l.trajectory.group.as_str()).collect();
 
         let (out, summary) = export_to_vec(&store, &ids, &Options::default());
         let lines: Vec<GrpoLine> = parse(&out);
@@ -1032,7 +1035,7 @@ mod tests {
         let (out, summary) = export_to_vec(&store, &ids, &Options { harness: Some("bbbb".into()), ..keep_all() });
         let lines: Vec<GrpoLine> = parse(&out);
         assert_eq!((lines.len(), summary.filtered), (9, 9));
-        assert!(lines.iter().all(|l| l.harness == harness_id('b') && l.group_size == 3));
+        assert!(lines.iter().all(|l| l.trajectory.harness == harness_id('b') && l.group_size == 3));
     }
 
     #[test]
@@ -1045,7 +1048,7 @@ mod tests {
         assert_eq!((summary.trajectories, summary.unsuccessful), (successes, runs().len() - successes));
         let mut split = false;
         for line in &lines {
-            let run = run_of(&line.trace);
+            let run = run_of(&line.trajectory.trace);
             assert!(run.score.success);
             // The conversation is the context of its last call, then the reply to it.
             let last = *line.steps.last().unwrap();
