@@ -698,11 +698,17 @@ async fn the_judge_rejects_and_narrows_offline_and_the_gate_decides() {
     let dir3 = tempfile::tempdir().unwrap();
     let store3 = Store::open(dir3.path().join(".kiln")).unwrap();
     let stop = AtomicBool::new(false);
+    let asked_before_cut = received.lock().unwrap().len();
     let cut = evolve(&store3, &rt(), cfg(), &paths(), &StopAtGate(&stop), &stop).await.unwrap();
     assert_eq!(cut.status, "interrupted");
-    let asked_before_resume = received.lock().unwrap().len();
+    let asked_by_cut = received.lock().unwrap().len() - asked_before_cut;
+    assert!(asked_by_cut < asked, "the cut run stopped at its first Gate, before every review");
     let resumed = resume(&store3, &rt(), "judged", &paths(), &Silent, &AtomicBool::new(false)).await.unwrap();
-    assert_eq!(received.lock().unwrap().len(), asked_before_resume, "resumed reviews come from the cache");
+    assert_eq!(
+        received.lock().unwrap().len() - asked_before_cut,
+        asked,
+        "the cut and the resumed run ask what one run asks: reviews made before the stop come from the cache"
+    );
     assert_same(&first, &ledgers(&resumed.dir));
 }
 
@@ -801,16 +807,20 @@ async fn a_judge_answering_garbage_leaves_no_review_and_the_run_goes_on() {
     let report = evolve(&store, &rt(), cfg, &paths(), &Silent, &AtomicBool::new(false)).await.expect("the run goes on");
     let recs = records(&report.dir);
     assert!(!recs.is_empty());
-    for r in &recs {
+    // Reviewed just before the Gate: candidates ranked after the one that
+    // shipped are never reviewed.
+    let reviewed: Vec<_> = recs.iter().filter(|r| r["verdict"] != "not-gated").collect();
+    for r in &reviewed {
         let error = r["judge"]["error"].as_str().unwrap_or_else(|| panic!("no error recorded: {r}"));
         assert!(error.starts_with("no review: ") && error.contains("holds no JSON object"), "{error}");
         assert!(r["judge"]["review"].is_null());
         assert_eq!(r["cost"]["judge_tokens"], 1200, "an unreadable reply was still paid for");
     }
+    assert!(recs.iter().filter(|r| r["verdict"] == "not-gated").all(|r| r["judge"].is_null()));
     assert_eq!(report.tally["judge-rejected"], 0);
     assert!(recs.iter().any(|r| !r["gate"].is_null()), "candidates went on to the Gate");
     assert!(!report.ships.is_empty(), "the Gate decides, as without a judge");
-    assert_eq!(received.lock().unwrap().len(), recs.len());
+    assert_eq!(received.lock().unwrap().len(), reviewed.len());
 }
 
 /// A revision that does not compile is recorded with its compile error, and

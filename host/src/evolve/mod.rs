@@ -19,7 +19,8 @@
 //! 4. [`critic`]: deterministic checks (capability, hard-coding, scoring,
 //!    duplicates, overlap, non-local effects by replay, portfolio audit) and
 //!    a ranking; then, when the run has a `judge` model, its written review
-//!    of each candidate the Critic let through ([`judge`], `Run::judge`):
+//!    of each candidate the Critic let through, just before the Gate would
+//!    try it ([`judge`], `Run::judge_and_gate`; none once one has shipped):
 //!    `reject` takes the candidate out (`judge-rejected`), `revise` gets one
 //!    revision, made and checked like a first proposal, `approve` and a
 //!    judge that gives no review let it go on unchanged.
@@ -882,8 +883,7 @@ impl<'a> Run<'a> {
             return self.end_round(st, &start, row, Some(why.into()));
         }
         let reviewed = self.criticize(st, round, &digest, &base, candidates);
-        let reviewed = self.judge(st, round, &digest, &base, reviewed).await;
-        let gated = self.gate(st, round, &base, &reviewed.candidates, &reviewed.ranked).await;
+        let (reviewed, gated) = self.judge_and_gate(st, round, &digest, &base, reviewed).await;
         if self.stopped() && gated.shipped.is_none() {
             return Ok(Some("interrupted".into()));
         }
@@ -1102,33 +1102,36 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Stage 4b, **the judge**, between the deterministic Critic and the
-    /// Gate (a pass-through without a `judge` model).
+    /// Stages 4b and 5, **the judge, then the Gate**, candidate by candidate
+    /// in the Critic's order (without a `judge` model, only the Gate).
     ///
-    /// Each candidate the Critic let through is reviewed, best-ranked
-    /// first. `reject` takes it out of the ranking (`judge-rejected`, the
-    /// review as the reason); `approve` lets it go on; a judge that gives
-    /// no review (`no review: ...`) lets it go on unchanged; `revise` gets
-    /// one revision ([`Run::revise`]). The Gate tries what is left in the
-    /// Critic's order, a revision in its original's place. Meta-model
-    /// tokens a revision spends come off `st.meta_left`, so the round's
-    /// cost row counts them.
-    async fn judge(
+    /// A candidate is reviewed just before the Gate would try it, so once
+    /// one ships no judge tokens go to the candidates ranked after it
+    /// (they stay `not-gated`, unreviewed). `reject` takes it out
+    /// (`judge-rejected`, the review as the reason); `approve` sends it to
+    /// the Gate; a judge that gives no review (`no review: ...`) sends it on
+    /// unchanged; `revise` gets one revision ([`Run::revise`]), which goes
+    /// to the Gate in its original's place. Meta-model tokens a revision
+    /// spends come off `st.meta_left`, so the round's cost row counts them.
+    async fn judge_and_gate(
         &self,
         st: &mut State,
         round: u32,
         digest: &Digest,
         base: &Baseline,
         reviewed: Reviewed,
-    ) -> Reviewed {
-        let Some(judge) = &self.judge else { return reviewed };
+    ) -> (Reviewed, Gated) {
+        let Some(judge) = &self.judge else {
+            let gated = self.gate(st, round, base, &reviewed.candidates, &reviewed.ranked).await;
+            return (reviewed, gated);
+        };
         let Reviewed { mut candidates, mut reviews, ranked, mut judged } = reviewed;
+        let mut gated = Gated { reports: vec![None; candidates.len()], shipped: None };
         let themes = theme_evidence(digest);
         let mut bench = self.workbench(st, round, digest, base);
         let mut kept = Vec::new();
-        for (at, &i) in ranked.iter().enumerate() {
+        for &i in &ranked {
             if self.stopped() {
-                kept.extend_from_slice(&ranked[at..]);
                 break;
             }
             self.stage(round, "judge", candidates[i].manifest.candidate_id.clone());
@@ -1166,9 +1169,17 @@ impl<'a> Run<'a> {
                 }
             }
             judged[i] = Some(record);
+            if kept.last() == Some(&i) && !self.stopped() {
+                let mut one = self.gate(st, round, base, &candidates, &[i]).await;
+                gated.reports[i] = one.reports[i].take();
+                if one.shipped.is_some() {
+                    gated.shipped = Some(i);
+                    break;
+                }
+            }
         }
         st.meta_left = bench.meta_tokens_left;
-        Reviewed { candidates, reviews, ranked: kept, judged }
+        (Reviewed { candidates, reviews, ranked: kept, judged }, gated)
     }
 
     /// The one revision the judge asked for in `review` of candidate `i`.
