@@ -629,19 +629,9 @@ impl Workbench<'_> {
             parent: self.incumbent.id().to_hex(),
             harness: harness.as_ref().map(|h| h.id().to_hex()).unwrap_or_default(),
         };
-        let mut cand = Candidate {
-            before: ahead_of(harness.as_ref(), &manifest.attribution_signature),
-            manifest,
-            build,
-            smoke: None,
-            failed,
-            source_text,
-            harness,
-            loaded: built.as_ref().map(|b| b.loaded.clone()),
-            config_text: facts.config_text,
-            conversation,
-        };
-        self.smoke_test(&mut cand);
+        let mut cand = self.checked(manifest, build, failed, harness, built.as_ref(), facts.config_text);
+        cand.source_text = source_text;
+        cand.conversation = conversation;
         Some(cand)
     }
 
@@ -769,6 +759,20 @@ impl Workbench<'_> {
         manifest.attribution_signature.kind = facts.attr_kind.into();
         manifest.attribution_signature.name = facts.attr_name;
         manifest.harness = harness.as_ref().map(|h| h.id().to_hex()).unwrap_or_default();
+        self.checked(manifest, build, failed, harness, built, facts.config_text)
+    }
+
+    /// A candidate from its parts, smoke-tested unless it already failed;
+    /// the caller adds the source text and the writer's conversation.
+    fn checked(
+        &self,
+        manifest: Manifest,
+        build: BuildRecord,
+        failed: Option<(String, String)>,
+        harness: Option<Harness>,
+        built: Option<&Built>,
+        config_text: Option<String>,
+    ) -> Candidate {
         let mut cand = Candidate {
             before: ahead_of(harness.as_ref(), &manifest.attribution_signature),
             manifest,
@@ -778,7 +782,7 @@ impl Workbench<'_> {
             source_text: None,
             harness,
             loaded: built.map(|b| b.loaded.clone()),
-            config_text: facts.config_text,
+            config_text,
             conversation: vec![],
         };
         self.smoke_test(&mut cand);
