@@ -65,7 +65,7 @@ pub fn replay(rt: &Runtime, loaded: Arc<Loaded>, config: Option<String>, limits:
     let mut inst = Instance::new(rt, loaded.clone(), spec, *seed, clock.clone()).map_err(|f| ReplayError::Start(f.to_string()))?;
     let mut facts = TaskFacts { task_id: task.clone(), step: 0, max_steps: *max_steps, seed: *seed };
     let mut fold = Fold::default();
-    let mut report = ReplayReport { processor: name.clone(), component: loaded.id.clone(), calls: vec![], compared: 0, identical: 0, faults: 0, truncated };
+    let mut report = ReplayReport { processor: name.clone(), component: loaded.id.to_string(), calls: vec![], compared: 0, identical: 0, faults: 0, truncated };
     // Within a hook: whether the recorded trace has a call of this processor.
     let mut pending: Option<Hook> = None;
     for (i, e) in events.iter().enumerate() {

@@ -19,7 +19,7 @@ use super::bindings::kiln::harness::types as wit;
 use super::bindings::Processor;
 use super::context::{Context, Edit, Hook};
 use super::limits::{Grants, Limits};
-use super::runtime::{Loaded, Runtime, TICK_MS};
+use super::runtime::{ComponentId, Loaded, Runtime, TICK_MS};
 use super::state::{HostTrap, Level, State, TaskFacts, VirtualClock};
 use crate::chat::ToolSpec;
 
@@ -130,7 +130,7 @@ pub struct CallReport {
     /// made for every call, and the hot path should not allocate for it.
     pub processor: Arc<str>,
     /// The component's id (blake3 hex), shared like `processor`.
-    pub component: Arc<str>,
+    pub component: ComponentId,
     pub hook: Hook,
     pub nanos: u64,
     pub fuel: u64,
@@ -283,7 +283,7 @@ impl Instance {
         let start = Instant::now();
         let mut report = CallReport {
             processor: self.loaded.report_name.clone(),
-            component: self.loaded.report_id.clone(),
+            component: self.loaded.id.clone(),
             hook,
             nanos: 0,
             fuel: 0,
@@ -368,7 +368,7 @@ impl Instance {
         let start = Instant::now();
         let mut report = CallReport {
             processor: self.loaded.report_name.clone(),
-            component: self.loaded.report_id.clone(),
+            component: self.loaded.id.clone(),
             hook: Hook::BeforeTool,
             nanos: 0,
             fuel: 0,

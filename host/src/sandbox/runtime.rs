@@ -35,7 +35,7 @@ pub const HOOKS_EXPORT: &str = "kiln:harness/hooks@0.1.0";
 pub(crate) const TICK_MS: u64 = 1;
 
 /// A component's id: the blake3 hash of its bytes, as 64 hex characters.
-pub type ComponentId = String;
+pub type ComponentId = Arc<str>;
 
 /// Coarse position of a processor within a hook's pipeline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,27 +81,26 @@ impl Default for RuntimeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("component {id} is not a valid WebAssembly component: {reason}")]
-    Invalid { id: ComponentId, reason: String },
+    Invalid { id: String, reason: String },
     #[error("component {id} was built against kiln:harness@{found}, but this host speaks kiln:harness@{WIT_VERSION}")]
-    WrongVersion { id: ComponentId, found: String },
+    WrongVersion { id: String, found: String },
     #[error("component {id} is not a kiln processor: it does not export `{HOOKS_EXPORT}` (its exports: {exports})")]
-    NotAProcessor { id: ComponentId, exports: String },
+    NotAProcessor { id: String, exports: String },
     #[error("component {id} imports `{import}`, which a processor may not use (only kiln:harness@{WIT_VERSION} and WASI 0.2)")]
-    UnknownImport { id: ComponentId, import: String },
+    UnknownImport { id: String, import: String },
     #[error("component {id} faulted in describe: {fault}")]
-    Describe { id: ComponentId, fault: Fault },
+    Describe { id: String, fault: Fault },
     #[error("component {id}: {reason}")]
-    Runtime { id: ComponentId, reason: String },
+    Runtime { id: String, reason: String },
 }
 
 /// A component ready to instantiate: checked, compiled and described.
 pub struct Loaded {
     pub id: ComponentId,
     pub info: Info,
-    /// `info.name` and `id` again, shared by every call report of this
-    /// component: a report is made per call, and cloning these never allocates.
+    /// `info.name` again, shared by every call report of this component: a
+    /// report is made per call, and cloning this (like `id`) never allocates.
     pub(crate) report_name: Arc<str>,
-    pub(crate) report_id: Arc<str>,
     /// Size of the component's bytes.
     pub size: usize,
     /// Every import and export name, for `kiln inspect`.
@@ -211,7 +210,7 @@ impl Runtime {
 
     /// The id a component's bytes have.
     pub fn id_of(bytes: &[u8]) -> ComponentId {
-        blake3::hash(bytes).to_hex().to_string()
+        Arc::from(blake3::hash(bytes).to_hex().as_str())
     }
 
     /// A component already loaded in this process, by id.
@@ -248,10 +247,10 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .and_then(ProcessorPre::new)
-            .map_err(|e| LoadError::Runtime { id: id.clone(), reason: format!("cannot link: {e}") })?;
+            .map_err(|e| LoadError::Runtime { id: id.to_string(), reason: format!("cannot link: {e}") })?;
         let info = describe(self, &id, &pre)?;
-        let (report_name, report_id) = (Arc::from(info.name.as_str()), Arc::from(id.as_str()));
-        let loaded = Arc::new(Loaded { id: id.clone(), info, report_name, report_id, size: bytes.len(), imports, exports, from_cache, pre });
+        let report_name = Arc::from(info.name.as_str());
+        let loaded = Arc::new(Loaded { id: id.clone(), info, report_name, size: bytes.len(), imports, exports, from_cache, pre });
         self.inner.loaded.lock().unwrap().insert(id, loaded.clone());
         Ok(loaded)
     }
