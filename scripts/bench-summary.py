@@ -53,6 +53,10 @@ TARGETS = [
 INFORMATIVE = [
     ("loop_guard_short_wasm_vs_native", "loop-guard component vs native on ~80-byte inputs",
      lambda m: m["loop-guard/wasm-short"] / m["loop-guard/native-short"]),
+    ("loop_guard_floor_vs_native", "the crossing alone (tool-reader: same data, no logic) vs loop-guard's native logic",
+     lambda m: m["loop-guard/floor"] / m["loop-guard/native"]),
+    ("loop_guard_guest_logic_vs_native", "loop-guard's logic in Wasm (wasm minus floor) vs native",
+     lambda m: (m["loop-guard/wasm"] - m["loop-guard/floor"]) / m["loop-guard/native"]),
     ("fuel_overhead", "fuel metering on vs off, loop-guard shop workload",
      lambda m: m["fuel/on"] / m["fuel/off"]),
     ("instantiate_on_demand_vs_pooling", "10-processor instantiation, on-demand vs pooling",

@@ -141,6 +141,17 @@ impl ToolCall<'_> {
         self.0.get()
     }
 
+    /// Just the tool's name: one string crosses instead of the whole call
+    /// (what a processor wants when it only asks which tool ran).
+    pub fn name(&self) -> String {
+        self.0.name()
+    }
+
+    /// Just the arguments (JSON text, as the model wrote them).
+    pub fn arguments(&self) -> String {
+        self.0.arguments()
+    }
+
     /// Rewrites the arguments (JSON text). before-tool only.
     pub fn set_arguments(&self, arguments: &str) {
         self.0.set_arguments(arguments)

@@ -13,6 +13,7 @@
 //! | `step/ten/{10,10000}` | the harness side of one agent-loop step with ten processors (model and tool stubbed out) |
 //! | `loop-guard/{wasm,native}` | a before-tool and an after-tool call of loop-guard, as a component vs as plain Rust, on the calls and observations of a real shop episode |
 //! | `loop-guard/{wasm,native}-short` | the same on ~80-byte made-up inputs, where the two calls' fixed cost dominates |
+//! | `loop-guard/floor` | the same two calls of `tool-reader`, a component that reads what loop-guard reads and decides nothing: the crossing's share of `loop-guard/wasm` |
 //! | `instantiate/ten/{pooling,on-demand}` | a new task's 10-processor pipeline, built and torn down |
 //! | `swap/replace` | hot swap of a loaded component, state handed over |
 //! | `load/{cache,compile}` | loading a component from the code cache vs compiling it |
@@ -429,7 +430,12 @@ struct GuardedTool {
 
 impl GuardedTool {
     fn new(b: &Bench, rt: &Runtime) -> GuardedTool {
-        let pipeline = b.pipeline(rt, vec![b.spec(rt, "loop-guard", "{}")]);
+        GuardedTool::with(b, rt, "loop-guard")
+    }
+
+    /// The same calls into another processor at before-tool and after-tool.
+    fn with(b: &Bench, rt: &Runtime, component: &str) -> GuardedTool {
+        let pipeline = b.pipeline(rt, vec![b.spec(rt, component, "{}")]);
         GuardedTool { pipeline, ctx: context(10), i: 0 }
     }
 
@@ -480,6 +486,12 @@ fn loop_guard_wasm_vs_native(c: &mut Criterion, b: &Bench) {
             })
         });
     }
+    // What the two calls cost with the same data crossing and no logic.
+    let w = Workload::shop();
+    let mut floor = GuardedTool::with(b, &b.pooling, "tool-reader");
+    let (before, after) = floor.call(&w);
+    assert!(before.reports.iter().chain(&after.reports).all(|r| r.fault.is_none() && r.verdict == Some(Verdict::Pass)));
+    g.bench_function("floor", |bench| bench.iter(|| black_box(floor.call(&w))));
     g.finish();
 }
 

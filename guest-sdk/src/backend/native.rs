@@ -272,6 +272,12 @@ impl ToolCall<'_> {
     pub(crate) fn get(&self) -> Call {
         self.0.borrow().tool_call.clone()
     }
+    pub(crate) fn name(&self) -> String {
+        self.0.borrow().tool_call.name.clone()
+    }
+    pub(crate) fn arguments(&self) -> String {
+        self.0.borrow().tool_call.arguments.clone()
+    }
     pub(crate) fn set_arguments(&self, arguments: &str) {
         let mut host = self.0.borrow_mut();
         host.require("ToolCall::set_arguments", &[Hook::BeforeTool]);

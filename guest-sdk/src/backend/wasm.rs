@@ -192,6 +192,12 @@ impl ToolCall<'_> {
     pub(crate) fn get(&self) -> Call {
         call_from_wit(self.0.get())
     }
+    pub(crate) fn name(&self) -> String {
+        self.0.name()
+    }
+    pub(crate) fn arguments(&self) -> String {
+        self.0.arguments()
+    }
     pub(crate) fn set_arguments(&self, arguments: &str) {
         self.0.set_arguments(arguments)
     }

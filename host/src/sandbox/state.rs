@@ -465,6 +465,16 @@ impl context::HostToolCall for State {
         let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.get"))?;
         Ok(call_to_wit(c))
     }
+    fn name(&mut self, _: Resource<WitToolCall>) -> wasmtime::Result<String> {
+        self.tick()?;
+        let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.name"))?;
+        Ok(c.name.clone())
+    }
+    fn arguments(&mut self, _: Resource<WitToolCall>) -> wasmtime::Result<String> {
+        self.tick()?;
+        let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.arguments"))?;
+        Ok(c.arguments.clone())
+    }
     fn set_arguments(&mut self, _: Resource<WitToolCall>, arguments: String) -> wasmtime::Result<()> {
         self.allow("tool-call.set-arguments", &[Hook::BeforeTool])?;
         self.charge(arguments.len())?;

@@ -383,8 +383,7 @@ impl Processor for LoopGuardProcessor {
     }
 
     fn on_before_tool(&mut self, _conv: &Conversation<'_>, call: &ToolCall<'_>) -> Verdict {
-        let call = call.get();
-        match self.guard.observe_call(&call.name, &call.arguments) {
+        match self.guard.observe_call(&call.name(), &call.arguments()) {
             Decision::Allow => Verdict::Pass,
             Decision::Advise(text) => {
                 advise(&text);
@@ -402,7 +401,7 @@ impl Processor for LoopGuardProcessor {
     ) -> Verdict {
         if let Decision::Advise(text) = self
             .guard
-            .observe_result(&call.get().name, &result.content())
+            .observe_result(&call.name(), &result.content())
         {
             advise(&text);
         }
@@ -472,11 +471,19 @@ mod tests {
                 parts(&[b"action", b"search", normalized.as_bytes()])
             );
         }
-        let content = "  [1] Red shoe\n\n  size 42  ";
-        assert_eq!(
-            observation_hash("view", content),
-            parts(&[b"observation", b"view", collapse_whitespace(content).as_bytes()])
-        );
+        for content in [
+            "  [1] Red shoe\n\n  size 42  ",
+            "",
+            " \t\n",
+            "a\u{0b}b\u{0c}c\rd",
+            "caf\u{e9}\u{a0}\u{a0}na\u{ef}ve \u{3000}\u{1f45f} x\u{85}y\u{2028}",
+        ] {
+            assert_eq!(
+                observation_hash("view", content),
+                parts(&[b"observation", b"view", collapse_whitespace(content).as_bytes()]),
+                "{content:?}"
+            );
+        }
     }
 
     #[test]
