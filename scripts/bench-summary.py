@@ -59,6 +59,8 @@ INFORMATIVE = [
      lambda m: (m["loop-guard/wasm"] - m["loop-guard/floor"]) / m["loop-guard/native"]),
     ("fuel_overhead", "fuel metering on vs off, loop-guard shop workload",
      lambda m: m["fuel/on"] / m["fuel/off"]),
+    ("instrumentation_overhead", "fuel and epoch checks on vs neither, loop-guard shop workload",
+     lambda m: m["fuel/on"] / m["fuel/bare"]),
     ("instantiate_on_demand_vs_pooling", "10-processor instantiation, on-demand vs pooling",
      lambda m: m["instantiate/ten/on-demand"] / m["instantiate/ten/pooling"]),
     ("hook_ten_vs_one", "10 processors vs 1 at before-model (10,000 msgs)",

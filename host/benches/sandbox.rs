@@ -17,7 +17,7 @@
 //! | `instantiate/ten/{pooling,on-demand}` | a new task's 10-processor pipeline, built and torn down |
 //! | `swap/replace` | hot swap of a loaded component, state handed over |
 //! | `load/{cache,compile}` | loading a component from the code cache vs compiling it |
-//! | `fuel/{on,off}` | the loop-guard shop workload with and without fuel metering |
+//! | `fuel/{on,off,bare}` | the loop-guard shop workload with fuel metering, without, and without fuel or epoch (deadline) checks: what the sandbox's instrumentation costs |
 //!
 //! Besides the timings it measures the resident memory of 200 live
 //! loop-guard instances (not a timing, so not a criterion benchmark) and
@@ -123,6 +123,8 @@ struct Bench {
     on_demand: Runtime,
     /// Pooling, fuel metering off (`fuel/off` only).
     no_fuel: Runtime,
+    /// Pooling, neither fuel nor epoch checks in the code (`fuel/bare` only).
+    bare: Runtime,
     /// Compiled code of the runtimes above; makes a second run start fast.
     code_cache: PathBuf,
 }
@@ -131,11 +133,18 @@ impl Bench {
     fn new(root: &Path) -> Bench {
         let components = guest_dir(root);
         let code_cache = root.join("target/bench-code-cache");
-        let runtime = |pooling: bool, fuel: bool| {
-            Runtime::new(RuntimeConfig { pooling, max_instances: 512, fuel, cache_dir: Some(code_cache.clone()) })
+        let runtime = |pooling: bool, fuel: bool, epochs: bool| {
+            Runtime::new(RuntimeConfig { pooling, max_instances: 512, fuel, epochs, cache_dir: Some(code_cache.clone()) })
                 .unwrap_or_else(|e| panic!("cannot build the benchmark runtime: {e}"))
         };
-        Bench { pooling: runtime(true, true), on_demand: runtime(false, true), no_fuel: runtime(true, false), components, code_cache }
+        Bench {
+            pooling: runtime(true, true, true),
+            on_demand: runtime(false, true, true),
+            no_fuel: runtime(true, false, true),
+            bare: runtime(true, false, false),
+            components,
+            code_cache,
+        }
     }
 
     /// A component's bytes by crate name (`loop-guard`, `last-message`, ...).
@@ -498,11 +507,11 @@ fn loop_guard_wasm_vs_native(c: &mut Criterion, b: &Bench) {
 fn fuel_on_off(c: &mut Criterion, b: &Bench) {
     let w = Workload::shop();
     let mut g = quick(c, "fuel");
-    for (name, rt) in [("on", &b.pooling), ("off", &b.no_fuel)] {
+    for (name, rt) in [("on", &b.pooling), ("off", &b.no_fuel), ("bare", &b.bare)] {
         let mut guarded = GuardedTool::new(b, rt);
         guarded.check_against_native(&w);
         let fuel = guarded.call(&w).0.reports[0].fuel;
-        assert_eq!(fuel > 0, name == "on", "fuel metering should be {name}");
+        assert_eq!(fuel > 0, name == "on", "fuel metering should be {}", if name == "on" { "on" } else { "off" });
         g.bench_function(name, |bench| bench.iter(|| black_box(guarded.call(&w))));
     }
     g.finish();
@@ -551,7 +560,7 @@ fn load_cache_vs_compile(c: &mut Criterion, b: &Bench) {
     let id = Runtime::id_of(&bytes);
     let dir = tempfile::tempdir_in(b.code_cache.parent().expect("the code cache is under target/")).expect("a temporary code cache");
     let runtime = |cache_dir: Option<PathBuf>| {
-        Runtime::new(RuntimeConfig { pooling: true, max_instances: 16, fuel: true, cache_dir }).expect("a runtime for the load benchmark")
+        Runtime::new(RuntimeConfig { pooling: true, max_instances: 16, cache_dir, ..Default::default() }).expect("a runtime for the load benchmark")
     };
     let cached = runtime(Some(dir.path().to_path_buf()));
     assert!(!cached.load(&bytes).expect("loop-guard loads").from_cache, "a fresh cache cannot hold loop-guard");

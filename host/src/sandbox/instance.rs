@@ -300,7 +300,9 @@ impl Instance {
         }
         self.arm(Some(hook));
         let state = self.store.data_mut();
-        state.ctx = std::mem::take(ctx);
+        // Swapped in and back out: the store holds an empty context between
+        // calls, so neither swap builds or drops one.
+        std::mem::swap(ctx, &mut state.ctx);
         if state.facts != *facts {
             state.facts = facts.clone();
         }
@@ -339,7 +341,7 @@ impl Instance {
             }
         }
         let state = self.store.data_mut();
-        *ctx = std::mem::take(&mut state.ctx);
+        std::mem::swap(ctx, &mut state.ctx);
         report.logs = std::mem::take(&mut state.logs);
         report.denials = std::mem::take(&mut state.denials);
         report.nanos = start.elapsed().as_nanos() as u64;

@@ -137,35 +137,38 @@ impl Pipeline {
             if let Some(text) = report.advice() {
                 out.advice.push((report.processor.to_string(), text.to_string()));
             }
-            let fault = report.fault.clone();
-            let verdict = report.verdict.clone();
-            let name = report.processor.clone();
-            out.reports.push(report);
-            if let Some(f) = fault {
+            // Decide from the report by reference: the common case (a pass, no
+            // fault) then costs no clone at all.
+            if let Some(f) = &report.fault {
                 m.faults += 1;
                 match m.spec.policy {
                     FailurePolicy::Skip => {}
                     FailurePolicy::Abort => {
-                        out.aborted = Some((name.to_string(), f));
+                        out.aborted = Some((report.processor.to_string(), f.clone()));
+                        out.reports.push(report);
                         return out;
                     }
                     FailurePolicy::Disable { after } => {
                         if m.faults >= after.max(1) {
                             m.disabled = true;
-                            out.disabled.push(name.to_string());
+                            out.disabled.push(report.processor.to_string());
                         }
                     }
                 }
+                out.reports.push(report);
                 continue;
             }
-            match verdict {
-                Some(Verdict::Pass) | None => {}
-                Some(v) => {
-                    out.verdict = v;
-                    out.by = Some(name.to_string());
-                    return out;
-                }
+            let stop = match &report.verdict {
+                Some(Verdict::Pass) | None => None,
+                Some(v) => Some(v.clone()),
+            };
+            if let Some(v) = stop {
+                out.verdict = v;
+                out.by = Some(report.processor.to_string());
+                out.reports.push(report);
+                return out;
             }
+            out.reports.push(report);
         }
         out
     }

@@ -67,13 +67,17 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Meter fuel. Off only for benchmarks that measure its cost.
     pub fuel: bool,
+    /// Enforce wall-clock deadlines with epoch checks in the compiled code.
+    /// Off only for benchmarks that measure its cost: without it a call
+    /// has no deadline.
+    pub epochs: bool,
     /// Where compiled code is cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pooling: true, max_instances: 1_000, fuel: true, cache_dir: None }
+        RuntimeConfig { pooling: true, max_instances: 1_000, fuel: true, epochs: true, cache_dir: None }
     }
 }
 
@@ -143,7 +147,7 @@ impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime, String> {
         let mut c = Config::new();
         c.consume_fuel(cfg.fuel);
-        c.epoch_interruption(true);
+        c.epoch_interruption(cfg.epochs);
         c.wasm_component_model(true);
         c.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // `KILN_PERF_MAP=1` names guest functions for `perf` (/tmp/perf-<pid>.map);

@@ -271,10 +271,14 @@ impl Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
+    fn byte(&mut self, byte: u8) {
+        self.0 ^= u64::from(byte);
+        self.0 = self.0.wrapping_mul(Self::PRIME);
+    }
+
     fn bytes(&mut self, bytes: &[u8]) {
         for &byte in bytes {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(Self::PRIME);
+            self.byte(byte);
         }
     }
 
@@ -290,14 +294,86 @@ impl Fnv {
     }
 
     /// The text with whitespace runs collapsed to one space, trimmed: the
-    /// bytes of `collapse_whitespace(text)`.
+    /// bytes of `collapse_whitespace(text)`. Each target gets the loop that
+    /// is fastest there (same bytes hashed; the tests check both loops):
+    /// in Wasm [`Fnv::collapsed_chunked`], natively
+    /// [`Fnv::collapsed_by_words`], which natively is ~25% faster.
     fn collapsed(&mut self, text: &str) {
+        if cfg!(target_family = "wasm") {
+            self.collapsed_chunked(text)
+        } else {
+            self.collapsed_by_words(text)
+        }
+    }
+
+    /// Word by word with `split_whitespace`.
+    fn collapsed_by_words(&mut self, text: &str) {
         for (i, word) in text.split_whitespace().enumerate() {
             if i > 0 {
                 self.bytes(b" ");
             }
             self.bytes(word.as_bytes());
         }
+    }
+
+    /// Eight ASCII bytes at a time, unrolled: in Wasm every loop iteration
+    /// also pays a fuel and an epoch check, and the loop over characters of
+    /// `split_whitespace` ran 3.5x slower than native code (this one takes
+    /// ~15% off loop-guard's two hook calls there). A chunk holding a
+    /// non-ASCII byte goes character by character, so Unicode whitespace
+    /// (U+00A0, U+3000, ...) separates words as in `split_whitespace`.
+    fn collapsed_chunked(&mut self, text: &str) {
+        let bytes = text.as_bytes();
+        let mut words = Words::default();
+        let mut i = 0;
+        while i < bytes.len() {
+            let end = (i + 8).min(bytes.len());
+            match <&[u8; 8]>::try_from(&bytes[i..end]) {
+                Ok(chunk) if u64::from_le_bytes(*chunk) & 0x8080_8080_8080_8080 == 0 => {
+                    for &byte in chunk {
+                        // The ASCII characters `char::is_whitespace` accepts.
+                        let white = byte == b' ' || byte.wrapping_sub(b'\t') < 5;
+                        words.feed(self, white, &[byte]);
+                    }
+                    i = end;
+                }
+                _ => {
+                    // Up to the chunk's end, or just past it when a character
+                    // straddles it.
+                    while i < end {
+                        let c = text[i..].chars().next().expect("i is on a char boundary");
+                        let len = c.len_utf8();
+                        words.feed(self, c.is_whitespace(), &bytes[i..i + len]);
+                        i += len;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where [`Fnv::collapsed_chunked`] is: inside a word or a run of whitespace.
+#[derive(Default)]
+struct Words {
+    /// A word has been hashed (leading whitespace leaves nothing).
+    started: bool,
+    /// Whitespace since the last word: one space goes before the next word.
+    space: bool,
+}
+
+impl Words {
+    #[inline(always)]
+    fn feed(&mut self, hash: &mut Fnv, white: bool, bytes: &[u8]) {
+        if white {
+            self.space = self.started;
+            return;
+        }
+        if self.space {
+            hash.byte(b' ');
+            self.space = false;
+        }
+        self.started = true;
+        hash.bytes(bytes);
     }
 }
 
@@ -483,6 +559,48 @@ mod tests {
                 parts(&[b"observation", b"view", collapse_whitespace(content).as_bytes()]),
                 "{content:?}"
             );
+        }
+    }
+
+    /// The chunked hashing agrees with `collapse_whitespace` on texts mixing
+    /// ASCII, Unicode whitespace and multi-byte characters at every offset
+    /// relative to the 8-byte chunks.
+    #[test]
+    fn chunked_collapsing_equals_the_reference_on_mixed_texts() {
+        fn parts(parts: &[&[u8]]) -> u64 {
+            let mut hash = Fnv::new();
+            for part in parts {
+                hash.part(part);
+            }
+            hash.0
+        }
+        const ALPHABET: [&str; 12] = [
+            "a", "b", " ", "  ", "\t", "\n", "\u{e9}", "\u{a0}", "\u{3000}", "\u{1f45f}", "\u{0b}", "xyz",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..3_000 {
+            let mut text = String::new();
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            // Mostly short texts; every third one long enough to fill the
+            // hashing buffer (256 bytes) a few times.
+            let pieces = if round % 3 == 0 { 100 + (seed >> 57) } else { seed >> 58 };
+            for _ in 0..pieces {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                text.push_str(ALPHABET[(seed >> 33) as usize % ALPHABET.len()]);
+            }
+            assert_eq!(
+                observation_hash("t", &text),
+                parts(&[b"observation", b"t", collapse_whitespace(&text).as_bytes()]),
+                "{text:?}"
+            );
+            // Both loops, whichever this target uses.
+            let reference = parts(&[collapse_whitespace(&text).as_bytes()]);
+            for collapse in [Fnv::collapsed_chunked, Fnv::collapsed_by_words] {
+                let mut hash = Fnv::new();
+                collapse(&mut hash, &text);
+                hash.end_part();
+                assert_eq!(hash.0, reference, "{text:?}");
+            }
         }
     }
 
