@@ -18,6 +18,7 @@
 //! | `window` | 12 | how many recent actions / observations are remembered |
 //! | `advise_after` | 2 | repeats before advice starts (2 = the third identical call) |
 //! | `block_after` | 4 | repeats before calls are blocked; must be >= `advise_after` |
+//! | `ignore` | `[]` | tool names never counted: read-only tools an agent rightly calls again and again (e.g. `["admissible", "inventory"]`) |
 //!
 //! Cost: each call hashes what it is given once and does O(1) amortized work
 //! on a ring buffer of 64-bit hashes with a count per hash, whatever the
@@ -44,6 +45,9 @@ pub struct Config {
     pub advise_after: u32,
     /// Repeats of one action before the call is blocked.
     pub block_after: u32,
+    /// Tools whose calls and results are never counted (nor take a place
+    /// in the windows): read-only tools it is fine to call again.
+    pub ignore: Vec<String>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             window: 12,
             advise_after: 2,
             block_after: 4,
+            ignore: Vec::new(),
         }
     }
 }
@@ -69,6 +74,11 @@ impl Config {
         if config.advise_after == 0 {
             return Err(format!(
                 "config for `{NAME}` is invalid: `advise_after` must be at least 1 (a first call is never a repeat)"
+            ));
+        }
+        if config.ignore.iter().any(|name| name.trim().is_empty()) {
+            return Err(format!(
+                "config for `{NAME}` is invalid: `ignore` lists tool names, and one of them is empty"
             ));
         }
         if config.block_after < config.advise_after {
@@ -127,6 +137,9 @@ impl LoopGuard {
 
     /// Records the action `name(arguments)` and decides about it.
     pub fn observe_call(&mut self, name: &str, arguments: &str) -> Decision {
+        if self.ignores(name) {
+            return Decision::Allow;
+        }
         let seen = self.actions.push(action_hash(name, arguments));
         let repeats = seen - 1;
         if repeats < self.config.advise_after {
@@ -150,6 +163,9 @@ impl LoopGuard {
 
     /// Records what the tool `name` returned and decides about it. Never blocks.
     pub fn observe_result(&mut self, name: &str, content: &str) -> Decision {
+        if self.ignores(name) {
+            return Decision::Allow;
+        }
         let seen = self.observations.push(observation_hash(name, content));
         let repeats = seen - 1;
         if repeats >= self.config.advise_after {
@@ -160,6 +176,10 @@ impl LoopGuard {
         } else {
             Decision::Allow
         }
+    }
+
+    fn ignores(&self, name: &str) -> bool {
+        self.config.ignore.iter().any(|ignored| ignored == name)
     }
 
     /// The windows, for a successor (JSON).
@@ -498,7 +518,25 @@ mod tests {
             window,
             advise_after,
             block_after,
+            ..Config::default()
         })
+    }
+
+    #[test]
+    fn ignored_tools_are_never_counted_nor_crowd_the_window() {
+        let config = Config::from_json(r#"{"window": 3, "advise_after": 1, "ignore": ["admissible"]}"#).unwrap();
+        let mut guard = LoopGuard::new(config);
+        assert_eq!(guard.observe_call("go", r#"{"to": "north"}"#), Decision::Allow);
+        for _ in 0..10 {
+            assert_eq!(guard.observe_call("admissible", "{}"), Decision::Allow);
+            assert_eq!(guard.observe_result("admissible", "go north, look"), Decision::Allow);
+        }
+        // `go north` is still in the 3-call window: ignored calls took no place.
+        assert!(matches!(guard.observe_call("go", r#"{"to": "north"}"#), Decision::Advise(_)));
+        let empty = Config::from_json(r#"{"ignore": [" "]}"#).unwrap_err();
+        assert!(empty.contains("`ignore` lists tool names"), "{empty}");
+        let wrong = Config::from_json(r#"{"ignore": "admissible"}"#).unwrap_err();
+        assert!(wrong.contains("expected a sequence"), "{wrong}");
     }
 
     #[test]
