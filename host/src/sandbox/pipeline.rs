@@ -137,38 +137,37 @@ impl Pipeline {
             if let Some(text) = report.advice() {
                 out.advice.push((report.processor.to_string(), text.to_string()));
             }
-            // Decide from the report by reference: the common case (a pass, no
-            // fault) then costs no clone at all.
-            if let Some(f) = &report.fault {
-                m.faults += 1;
-                match m.spec.policy {
-                    FailurePolicy::Skip => {}
-                    FailurePolicy::Abort => {
-                        out.aborted = Some((report.processor.to_string(), f.clone()));
-                        out.reports.push(report);
-                        return out;
-                    }
-                    FailurePolicy::Disable { after } => {
-                        if m.faults >= after.max(1) {
-                            m.disabled = true;
-                            out.disabled.push(report.processor.to_string());
+            // Decide from the report by reference: a passing call (the
+            // common case) then costs no clone at all.
+            let stop = match (&report.fault, &report.verdict) {
+                (Some(f), _) => {
+                    m.faults += 1;
+                    match m.spec.policy {
+                        FailurePolicy::Skip => false,
+                        FailurePolicy::Abort => {
+                            out.aborted = Some((report.processor.to_string(), f.clone()));
+                            true
+                        }
+                        FailurePolicy::Disable { after } => {
+                            if m.faults >= after.max(1) {
+                                m.disabled = true;
+                                out.disabled.push(report.processor.to_string());
+                            }
+                            false
                         }
                     }
                 }
-                out.reports.push(report);
-                continue;
-            }
-            let stop = match &report.verdict {
-                Some(Verdict::Pass) | None => None,
-                Some(v) => Some(v.clone()),
+                (None, Some(v @ (Verdict::Block(_) | Verdict::Interrupt(_)))) => {
+                    out.verdict = v.clone();
+                    out.by = Some(report.processor.to_string());
+                    true
+                }
+                (None, _) => false,
             };
-            if let Some(v) = stop {
-                out.verdict = v;
-                out.by = Some(report.processor.to_string());
-                out.reports.push(report);
+            out.reports.push(report);
+            if stop {
                 return out;
             }
-            out.reports.push(report);
         }
         out
     }
