@@ -68,6 +68,7 @@ INFORMATIVE = [
 ]
 
 MEMORY_TARGET_BYTES = 1 << 20  # <= 1 MiB resident per live processor instance
+CONCURRENCY_TARGET_BYTES = 4 << 30  # 1,000 tasks of 10 processors at once within 4 GiB
 
 
 def read_results(criterion_dir: Path):
@@ -147,6 +148,11 @@ def main():
         memory = json.loads(memory_file.read_text())
         for name, m in memory.items():
             m["meets_1_mib_target"] = m["resident_bytes_per_instance"] <= MEMORY_TARGET_BYTES
+    concurrency = None
+    concurrency_file = args.criterion / "kiln-concurrency.json"
+    if concurrency_file.exists():
+        concurrency = json.loads(concurrency_file.read_text())
+        concurrency["meets_4_gib_target"] = concurrency["resident_bytes_after"] <= CONCURRENCY_TARGET_BYTES
 
     summary = {
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +162,7 @@ def main():
         "ratios": ratios,
         "targets": targets,
         "memory_per_instance": memory,
+        "concurrent_tasks": concurrency,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -181,6 +188,12 @@ def main():
         for name, m in memory.items():
             print(f"  {name}: {m['resident_bytes_per_instance'] / 1024:.0f} KiB over {m['instances']} instances "
                   f"({'ok' if m['meets_1_mib_target'] else 'MISS'}, target <= 1 MiB)")
+    if concurrency:
+        c = concurrency
+        print(f"{c['tasks']} tasks x {c['processors_per_task']} processors live at once: "
+              f"{c['resident_bytes_after'] / (1 << 20):.0f} MiB resident "
+              f"({'ok' if c['meets_4_gib_target'] else 'MISS'}, target <= 4 GiB), "
+              f"instantiated in {c['instantiate_seconds'] * 1e3:.0f} ms, a step in each in {c['step_seconds'] * 1e3:.0f} ms")
     print(f"\nwritten to {args.out}")
 
 

@@ -1,6 +1,7 @@
 //! End to end over the real `kiln` binary: a run with traces, replay of a
-//! recorded processor (100% identical), determinism, a mid-task swap, and a
-//! dead model endpoint that errors tasks without stopping the run.
+//! recorded processor (100% identical), determinism, a mid-task swap, a
+//! dead model endpoint that errors tasks without stopping the run, and more
+//! tasks at once than the default instance pool holds.
 
 mod common;
 
@@ -176,4 +177,55 @@ fn build_prints_the_blake3_of_the_stored_component() {
     let stored = std::fs::read(dir.path().join("objects").join(&id[..2]).join(&id[2..])).expect("the component is in the store");
     assert_eq!(blake3::hash(&stored).to_hex().as_str(), id);
     assert_eq!(stored, common::component("loop-guard"), "the stored bytes are the component cargo built");
+}
+
+/// A loopback OpenAI-compatible model that answers every request after
+/// `delay` with a final answer (no tool call), one thread per connection, so
+/// every task of a run waits on it at the same time. Returns its base URL.
+fn slow_model(delay: std::time::Duration) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                std::thread::sleep(delay);
+                let reply = r#"{"id":"r","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"I am done."},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
+                let mut stream = stream;
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+            });
+        }
+    });
+    url
+}
+
+/// 150 tasks at once with the 7 stock processors need 1,050 live instances,
+/// more than the default pool of 1,000: `kiln run` sizes the pool from -j,
+/// so every task starts (before, the last ones could not instantiate).
+#[test]
+fn more_tasks_at_once_than_the_default_pool_holds_all_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = slow_model(std::time::Duration::from_millis(500));
+    let model = format!("openai:m@{url}");
+    let out = kiln(dir.path(), &["run", "--env", "shop", "--split", "train", "--tasks", "0..150", "-j", "150", "--harness", "stock", "--model", &model, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["summary"]["finished"], 150, "{}", v["summary"]);
+    assert_eq!(v["summary"]["reasons"].get("errored"), None, "no task may fail to start: {}", v["summary"]);
+    assert_eq!(v["summary"]["faults"], serde_json::json!({}), "{}", v["summary"]);
 }

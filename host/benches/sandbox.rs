@@ -21,7 +21,9 @@
 //!
 //! Besides the timings it measures the resident memory of 200 live
 //! loop-guard instances (not a timing, so not a criterion benchmark) and
-//! writes it to `kiln-memory.json` beside criterion's results.
+//! writes it to `kiln-memory.json` beside criterion's results; and it holds
+//! 1,000 tasks of 10 processors each live at once, runs a step in each, and
+//! writes their memory and time to `kiln-concurrency.json`.
 //!
 //! Design choices. Everything a benchmark needs (runtimes, loaded
 //! components, contexts) is built before its timing starts. Every benchmark
@@ -56,6 +58,9 @@ const LENGTHS: [usize; 4] = [10, 100, 1_000, 10_000];
 /// Live instances in the memory measurement.
 const MEMORY_INSTANCES: usize = 200;
 
+/// Tasks held live at once in the concurrency measurement (10 processors each).
+const CONCURRENT_TASKS: usize = 1_000;
+
 fn main() {
     let root = repository_root();
     // Criterion writes under `target/criterion` of the working directory,
@@ -81,6 +86,9 @@ fn main() {
     let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     if wanted("memory/loop-guard") && !std::env::args().any(|a| a == "--list" || a == "--test") {
         memory_per_instance(&bench, &out_dir);
+    }
+    if wanted("concurrency/tasks") && !std::env::args().any(|a| a == "--list" || a == "--test") {
+        concurrent_tasks(&bench, &out_dir);
     }
     c.final_summary();
 }
@@ -636,5 +644,76 @@ fn memory_per_instance(b: &Bench, out_dir: &Path) {
     let written = std::fs::create_dir_all(out_dir).and_then(|_| std::fs::write(&path, serde_json::to_vec_pretty(&results).expect("JSON")));
     if let Err(e) = written {
         eprintln!("memory/loop-guard: cannot write {}: {e}", path.display());
+    }
+}
+
+/// 1,000 tasks at once with 10 processors each (PERFORMANCE.md: within 4 GiB
+/// on this 2-core machine): every task's pipeline is instantiated and kept
+/// alive, then one step (step-start, before-model, before-tool, after-tool,
+/// step-end) runs in each, so every instance has been entered and touched
+/// its memory. The runtime's pool is sized for them, as `kiln run` sizes it
+/// for `-j`. Written to `kiln-concurrency.json` for the summary.
+fn concurrent_tasks(b: &Bench, out_dir: &Path) {
+    let Some(start) = resident_bytes() else {
+        eprintln!("concurrency/tasks: skipped, /proc/self/status is not readable here");
+        return;
+    };
+    let processors = STOCK.len() + 3;
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: (CONCURRENT_TASKS * processors) as u32,
+        cache_dir: Some(b.code_cache.clone()),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("cannot build a runtime for {CONCURRENT_TASKS} tasks: {e}"));
+    let mut specs: Vec<ProcessorSpec> = STOCK.iter().map(|s| b.spec(&rt, s, "{}")).collect();
+    specs.extend((0..3).map(|_| b.spec(&rt, "last-message", "{}")));
+    let before = resident_bytes().unwrap_or(0);
+    let clock = std::time::Instant::now();
+    let mut tasks: Vec<(Pipeline, Context)> = (0..CONCURRENT_TASKS)
+        .map(|i| {
+            let p = Pipeline::new(&rt, specs.clone(), &format!("bench/{i}"), i as u64, 50)
+                .unwrap_or_else(|(n, f)| panic!("task {i} of {CONCURRENT_TASKS}: {n}: {f}"));
+            (p, context(10))
+        })
+        .collect();
+    let instantiated = clock.elapsed();
+    let w = Workload::shop();
+    let clock = std::time::Instant::now();
+    for (i, (p, ctx)) in tasks.iter_mut().enumerate() {
+        let (call, observation) = w.at(i);
+        run_checked(p, Hook::StepStart, ctx);
+        run_checked(p, Hook::BeforeModel, ctx);
+        ctx.call = Some(call.clone());
+        run_checked(p, Hook::BeforeTool, ctx);
+        ctx.outcome = Some(ToolOutcome { content: observation.to_string(), is_error: false });
+        run_checked(p, Hook::AfterTool, ctx);
+        run_checked(p, Hook::StepEnd, ctx);
+    }
+    let stepped = clock.elapsed();
+    let after = resident_bytes().unwrap_or(0);
+    drop(tasks);
+    let per_task = after.saturating_sub(before) / CONCURRENT_TASKS as u64;
+    println!(
+        "concurrency/tasks: {CONCURRENT_TASKS} tasks x {processors} processors live: process resident {} MiB \
+         ({} KiB per task), instantiated in {:.0} ms, one step each in {:.0} ms",
+        after >> 20,
+        per_task >> 10,
+        instantiated.as_secs_f64() * 1e3,
+        stepped.as_secs_f64() * 1e3
+    );
+    let result = serde_json::json!({
+        "tasks": CONCURRENT_TASKS,
+        "processors_per_task": processors,
+        "resident_bytes_at_start": start,
+        "resident_bytes_before": before,
+        "resident_bytes_after": after,
+        "resident_bytes_per_task": per_task,
+        "instantiate_seconds": instantiated.as_secs_f64(),
+        "step_seconds": stepped.as_secs_f64(),
+    });
+    let path = out_dir.join("kiln-concurrency.json");
+    let written = std::fs::create_dir_all(out_dir).and_then(|_| std::fs::write(&path, serde_json::to_vec_pretty(&result).expect("JSON")));
+    if let Err(e) = written {
+        eprintln!("concurrency/tasks: cannot write {}: {e}", path.display());
     }
 }

@@ -125,8 +125,18 @@ pub(crate) fn open_store(path: &std::path::Path) -> Result<crate::store::Store, 
     crate::store::Store::open(path).hint(format!("kiln keeps its objects in {}; pass --store DIR to use another", path.display()))
 }
 
-/// A runtime whose compiled-code cache lives in the store.
+/// A runtime whose compiled-code cache lives in the store, with the default
+/// instance pool (1,000 processor instances live at once).
 pub(crate) fn runtime(store: &crate::store::Store) -> Result<crate::sandbox::Runtime, CliError> {
-    let cfg = crate::sandbox::RuntimeConfig { cache_dir: Some(store.root().join("cache").join("compiled")), ..Default::default() };
-    crate::sandbox::Runtime::new(cfg).map_err(|e| CliError { error: anyhow::anyhow!(e), hint: None })
+    runtime_for(store, crate::sandbox::RuntimeConfig::default().max_instances)
+}
+
+/// The same with a pool of `instances` (tasks at once × processors per task).
+pub(crate) fn runtime_for(store: &crate::store::Store, instances: u32) -> Result<crate::sandbox::Runtime, CliError> {
+    let cfg = crate::sandbox::RuntimeConfig {
+        cache_dir: Some(store.root().join("cache").join("compiled")),
+        max_instances: instances,
+        ..Default::default()
+    };
+    crate::sandbox::Runtime::new(cfg).map_err(|e| CliError { error: anyhow::anyhow!(e), hint: Some("run fewer tasks at once (-j)".into()) })
 }

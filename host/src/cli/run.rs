@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{open_store, runtime, CliError, CliResult, Hint};
+use super::{open_store, runtime, runtime_for, CliError, CliResult, Hint};
 use crate::agent::{run_task, Shape, TaskSpec};
 use crate::env::Split;
 use crate::sandbox::{ProcessorSpec, Swap};
@@ -101,7 +101,7 @@ pub(crate) struct Resolved {
 
 pub fn execute(store_dir: &Path, args: Args) -> CliResult {
     let store = open_store(store_dir)?;
-    let rt = runtime(&store)?;
+    let mut rt = runtime(&store)?;
     let suite = crate::env::open(&args.env).hint(format!("environments: {}", crate::env::KNOWN))?;
     let split = match args.split {
         SplitArg::Train => Split::Train,
@@ -116,7 +116,17 @@ pub fn execute(store_dir: &Path, args: Args) -> CliResult {
         .collect::<Result<_, _>>()
         .hint("--seeds takes comma-separated integers, e.g. `1,2,3`")?;
     let model: Arc<dyn crate::models::Model> = Arc::from(crate::models::roles::main_model(&args.model).hint("e.g. --model sim:weak, openai:gpt-4o-mini@http://127.0.0.1:8000/v1")?);
-    let harness = resolve_harness(&store, &rt, &args.harness)?;
+    let mut harness = resolve_harness(&store, &rt, &args.harness)?;
+    // Every live task holds one instance per processor (and one more while
+    // a swap hands over): size the pool for -j such tasks, reloading the
+    // components (from the code cache) into the bigger runtime if needed.
+    let at_once = args.jobs.max(1).min((picked.len() * seeds.len()).max(1));
+    let needed = at_once.saturating_mul(harness.processors.len() + args.swap.len() + 1);
+    if rt.max_instances().is_some_and(|pool| needed > pool as usize) {
+        let needed = u32::try_from(needed).hint("-j times the harness's processors is too many instances; lower -j")?;
+        rt = runtime_for(&store, needed)?;
+        harness = resolve_harness(&store, &rt, &args.harness)?;
+    }
     let model: Arc<dyn crate::models::Model> =
         if harness.text_actions { Arc::new(crate::models::text_actions::TextActions::new(Box::new(model))) } else { model };
     let mut swaps: Vec<(usize, u32, Swap)> = Vec::new();

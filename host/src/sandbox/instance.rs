@@ -211,7 +211,7 @@ impl Instance {
         let bindings = loaded.pre.instantiate(&mut store).map_err(|e| {
             let mut f = classify(&e, store.data());
             if f.kind == FaultKind::Trap && format!("{e:#}").contains("limit") {
-                f = Fault { kind: FaultKind::Instantiate, message: format!("{e:#}; hint: raise the instance pool size (tasks × processors)") };
+                f = Fault { kind: FaultKind::Instantiate, message: format!("{e:#}; hint: the runtime's instance pool is full: it must hold tasks at once × processors per task (RuntimeConfig::max_instances; `kiln run` sizes it from -j)") };
             }
             f
         })?;

@@ -127,6 +127,8 @@ struct Inner {
     loaded: Mutex<HashMap<ComponentId, Arc<Loaded>>>,
     cache: Option<CodeCache>,
     fuel: bool,
+    /// Instances the pool holds at once (`None`: on-demand, no fixed limit).
+    pool: Option<u32>,
     stop: Arc<AtomicBool>,
 }
 
@@ -175,7 +177,13 @@ impl Runtime {
                 .table_keep_resident(64 << 10);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
         }
-        let engine = Engine::new(&c).map_err(|e| format!("cannot build the Wasm engine: {e}"))?;
+        let engine = Engine::new(&c).map_err(|e| match cfg.pooling {
+            true => format!(
+                "cannot build the Wasm engine with a pool of {} instances: {e} (each reserves address space; fewer tasks at once need fewer)",
+                cfg.max_instances
+            ),
+            false => format!("cannot build the Wasm engine: {e}"),
+        })?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
         Processor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s).map_err(|e| e.to_string())?;
@@ -200,7 +208,15 @@ impl Runtime {
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
         Ok(Runtime {
-            inner: Arc::new(Inner { engine, linker, loaded: Mutex::new(HashMap::new()), cache, fuel: cfg.fuel, stop }),
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                loaded: Mutex::new(HashMap::new()),
+                cache,
+                fuel: cfg.fuel,
+                pool: cfg.pooling.then_some(cfg.max_instances.max(1)),
+                stop,
+            }),
         })
     }
 
@@ -210,6 +226,12 @@ impl Runtime {
 
     pub(crate) fn fuel_enabled(&self) -> bool {
         self.inner.fuel
+    }
+
+    /// How many processor instances can be live at once: the pool's size,
+    /// or `None` with the on-demand allocator (no fixed limit).
+    pub fn max_instances(&self) -> Option<u32> {
+        self.inner.pool
     }
 
     /// The id a component's bytes have.
