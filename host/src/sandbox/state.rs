@@ -14,7 +14,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::kiln::harness::{capabilities, context, host, slots, types};
-use super::context::{Context, Edit, Hook, Journal, Undo};
+use super::context::{Context, Edit, Hook, Journal, ToolOutcome, Undo};
 use super::limits::{Grants, Limits};
 use crate::chat::{Message, Role, ToolCall, ToolSpec};
 
@@ -206,6 +206,18 @@ impl State {
             op: what,
             hook: self.hook.map_or("initialization".into(), |h| h.name().to_string()),
         })
+    }
+
+    /// The tool call, for a reading method (counted as a host call).
+    fn read_call(&mut self, method: &'static str) -> wasmtime::Result<&ToolCall> {
+        self.tick()?;
+        self.ctx.call.as_ref().ok_or_else(|| self.missing(method))
+    }
+
+    /// The tool's result, for a reading method (counted as a host call).
+    fn read_outcome(&mut self, method: &'static str) -> wasmtime::Result<&ToolOutcome> {
+        self.tick()?;
+        self.ctx.outcome.as_ref().ok_or_else(|| self.missing(method))
     }
 }
 
@@ -461,19 +473,13 @@ impl context::HostResponse for State {
 
 impl context::HostToolCall for State {
     fn get(&mut self, _: Resource<WitToolCall>) -> wasmtime::Result<types::Call> {
-        self.tick()?;
-        let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.get"))?;
-        Ok(call_to_wit(c))
+        self.read_call("tool-call.get").map(call_to_wit)
     }
     fn name(&mut self, _: Resource<WitToolCall>) -> wasmtime::Result<String> {
-        self.tick()?;
-        let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.name"))?;
-        Ok(c.name.clone())
+        self.read_call("tool-call.name").map(|c| c.name.clone())
     }
     fn arguments(&mut self, _: Resource<WitToolCall>) -> wasmtime::Result<String> {
-        self.tick()?;
-        let c = self.ctx.call.as_ref().ok_or_else(|| self.missing("tool-call.arguments"))?;
-        Ok(c.arguments.clone())
+        self.read_call("tool-call.arguments").map(|c| c.arguments.clone())
     }
     fn set_arguments(&mut self, _: Resource<WitToolCall>, arguments: String) -> wasmtime::Result<()> {
         self.allow("tool-call.set-arguments", &[Hook::BeforeTool])?;
@@ -497,14 +503,10 @@ impl context::HostToolCall for State {
 
 impl context::HostToolResult for State {
     fn content(&mut self, _: Resource<ToolResult>) -> wasmtime::Result<String> {
-        self.tick()?;
-        let o = self.ctx.outcome.as_ref().ok_or_else(|| self.missing("tool-result.content"))?;
-        Ok(o.content.clone())
+        self.read_outcome("tool-result.content").map(|o| o.content.clone())
     }
     fn is_error(&mut self, _: Resource<ToolResult>) -> wasmtime::Result<bool> {
-        self.tick()?;
-        let o = self.ctx.outcome.as_ref().ok_or_else(|| self.missing("tool-result.is-error"))?;
-        Ok(o.is_error)
+        self.read_outcome("tool-result.is-error").map(|o| o.is_error)
     }
     fn set_content(&mut self, _: Resource<ToolResult>, content: String) -> wasmtime::Result<()> {
         self.allow("tool-result.set-content", &[Hook::AfterTool])?;
