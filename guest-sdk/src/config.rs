@@ -5,6 +5,8 @@
 //! serde; derive `Deserialize` with `#[serde(default, deny_unknown_fields)]`
 //! so that missing keys take their defaults and an unknown key is refused
 //! with an error that names it (a typo in a manifest must not be ignored).
+//! A value of the wrong type is refused with the key's path, e.g.
+//! ``config for `loop-guard` is invalid at `ignore`: invalid type: ...``.
 
 use serde::de::DeserializeOwned;
 
@@ -22,6 +24,8 @@ use serde::de::DeserializeOwned;
 /// assert_eq!(config.window, 4);
 /// let error = kiln_guest::config::parse::<Config>("demo", r#"{"windw": 4}"#).unwrap_err();
 /// assert!(error.contains("unknown field `windw`"));
+/// let error = kiln_guest::config::parse::<Config>("demo", r#"{"window": "4"}"#).unwrap_err();
+/// assert!(error.starts_with("config for `demo` is invalid at `window`: invalid type: string"), "{error}");
 /// ```
 pub fn parse<T: DeserializeOwned>(processor: &str, config: &str) -> Result<T, String> {
     let text = if config.trim().is_empty() {
@@ -29,7 +33,19 @@ pub fn parse<T: DeserializeOwned>(processor: &str, config: &str) -> Result<T, St
     } else {
         config
     };
-    serde_json::from_str(text).map_err(|error| describe_error(processor, &error))
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        // The path of the key whose value was refused; `.` is the top level
+        // (an unknown key, say), which the message itself names.
+        let path = error.path().to_string();
+        let described = describe_error(processor, error.inner());
+        match path.as_str() {
+            "." | "" => described,
+            _ => described.replacen(" is invalid:", &format!(" is invalid at `{path}`:"), 1),
+        }
+    })?;
+    deserializer.end().map_err(|error| describe_error(processor, &error))?;
+    Ok(value)
 }
 
 /// Accepts empty text and any well-formed JSON, refusing anything else; the

@@ -536,7 +536,7 @@ mod tests {
         let empty = Config::from_json(r#"{"ignore": [" "]}"#).unwrap_err();
         assert!(empty.contains("`ignore` lists tool names"), "{empty}");
         let wrong = Config::from_json(r#"{"ignore": "admissible"}"#).unwrap_err();
-        assert!(wrong.contains("expected a sequence"), "{wrong}");
+        assert!(wrong.contains("is invalid at `ignore`: invalid type: string"), "{wrong}");
     }
 
     #[test]
